@@ -76,6 +76,11 @@ type S3 struct {
 	SharedBucket  string `yaml:"shared_bucket"`
 	// PartSize is the multipart part size; it is also the upload buffer per transfer.
 	PartSize uint64 `yaml:"part_size"`
+	// DialTimeout and ResponseHeaderTimeout turn an unreachable or stalled S3 into a 504
+	// instead of a hung request; MaxRetries bounds minio-go's retries of idempotent calls.
+	DialTimeout           time.Duration `yaml:"dial_timeout"`
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	MaxRetries            int           `yaml:"max_retries"`
 }
 
 // Database names the PostgreSQL database and the schema the sidecar owns in it.
@@ -149,7 +154,8 @@ func Default() Config {
 		HomeserverURL:     "http://127.0.0.1:8081",
 		AuthCacheTTL:      30 * time.Second,
 		AuthCacheSize:     10000,
-		S3:                S3{BucketMode: BucketModeBucket, BucketPrefix: "atoll-", Region: "us-east-1", PartSize: 16 << 20},
+		S3:                S3{BucketMode: BucketModeBucket, BucketPrefix: "atoll-", Region: "us-east-1", PartSize: 16 << 20,
+			DialTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, MaxRetries: 2},
 		Database:          Database{Schema: "atoll_media", MaxConns: 8},
 		MaxUploadBytes:    100 << 20,
 		PendingUploadTTL:  24 * time.Hour,
@@ -223,6 +229,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("s3.bucket_mode: want %q or %q, got %q", BucketModeBucket, BucketModePrefix, c.S3.BucketMode)
+	}
+	if c.S3.DialTimeout <= 0 || c.S3.ResponseHeaderTimeout <= 0 || c.S3.MaxRetries < 1 {
+		bad("s3: dial_timeout and response_header_timeout must be positive, max_retries at least 1")
 	}
 	if c.S3.PartSize < 5<<20 {
 		bad("s3.part_size: at least 5 MiB (S3's minimum part)")
