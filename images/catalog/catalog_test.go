@@ -201,6 +201,16 @@ func modeBits(m int64) os.FileMode {
 func runAsNonRoot(t *testing.T, root string, argv ...string) string {
 	t.Helper()
 	os.Chmod(root, 0o755)
+	// A container runtime provides /dev/null; the chroot gets one too.
+	if err := os.MkdirAll(filepath.Join(root, "dev"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "dev", "null")); err != nil {
+		if err := syscall.Mknod(filepath.Join(root, "dev", "null"), syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Join(root, "dev", "null"), 0o666)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Path = argv[0]
 	cmd.Dir = "/"
