@@ -35,7 +35,9 @@ type httpError struct {
 	Err    error
 }
 
-func (e *httpError) Error() string { return fmt.Sprintf("%d %s: %s: %v", e.Status, e.Code, e.Msg, e.Err) }
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%d %s: %s: %v", e.Status, e.Code, e.Msg, e.Err)
+}
 func (e *httpError) Unwrap() error { return e.Err }
 
 func badJSON(msg string) error {

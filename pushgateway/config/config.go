@@ -136,11 +136,17 @@ func Parse(b []byte) (*Config, error) {
 		}
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	c.setDefaults()
-	if err := c.Validate(); err != nil {
+	if err := c.Complete(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// Complete fills in defaults and validates; Parse calls it, and code that
+// builds a Config directly (tests) must too.
+func (c *Config) Complete() error {
+	c.setDefaults()
+	return c.Validate()
 }
 
 func (c *Config) setDefaults() {
