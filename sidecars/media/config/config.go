@@ -149,12 +149,12 @@ func DefaultThumbnailSizes() []ThumbnailSize {
 // Default returns a configuration with every default filled in.
 func Default() Config {
 	return Config{
-		Listen:            ":8090",
-		MetricsListen:     ":9091",
-		HomeserverURL:     "http://127.0.0.1:8081",
-		AuthCacheTTL:      30 * time.Second,
-		AuthCacheSize:     10000,
-		S3:                S3{BucketMode: BucketModeBucket, BucketPrefix: "atoll-", Region: "us-east-1", PartSize: 16 << 20,
+		Listen:        ":8090",
+		MetricsListen: ":9091",
+		HomeserverURL: "http://127.0.0.1:8081",
+		AuthCacheTTL:  30 * time.Second,
+		AuthCacheSize: 10000,
+		S3: S3{BucketMode: BucketModeBucket, BucketPrefix: "atoll-", Region: "us-east-1", PartSize: 16 << 20,
 			DialTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, MaxRetries: 2},
 		Database:          Database{Schema: "atoll_media", MaxConns: 8},
 		MaxUploadBytes:    100 << 20,
