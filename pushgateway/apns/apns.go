@@ -99,10 +99,6 @@ func New(cfg config.APNs, now func() time.Time) (*Client, error) {
 	return c, nil
 }
 
-// HTTPClient returns the client's HTTP client (benchmarks compare against
-// driving the provider directly with it).
-func (c *Client) HTTPClient() *http.Client { return c.http }
-
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
