@@ -1,9 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDeps keeps the push gateway binary small and independent of the
@@ -50,4 +57,77 @@ func TestRunBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSIGTERM runs the real binary with a config file, waits for health on
+// both listeners and checks SIGTERM ends it cleanly.
+func TestSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "atoll-push")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	api, metrics := freeAddr(t), freeAddr(t)
+	cfg := "listen: " + api + "\nmetrics_listen: " + metrics + "\napps:\n  org.example.up.*:\n    type: unifiedpush\n    unifiedpush:\n      allowed_endpoints: [ntfy.example.org]\n"
+	cfgPath := filepath.Join(dir, "push.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "--config", cfgPath)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	for _, u := range []string{"http://" + api + "/health", "http://" + metrics + "/health"} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get(u)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not healthy: %v\n%s", u, err, stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "push gateway stopped") {
+		t.Errorf("log lacks shutdown message:\n%s", stderr.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
