@@ -1,0 +1,259 @@
+// Package clientapi serves the Matrix Client-Server API of every tenant on a shard: requests
+// are routed to their tenant by Host, authenticated against that tenant's devices, and handled
+// by one file per endpoint family. routes.go lists every endpoint.
+package clientapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atoll-matrix/atoll/homeserver/notifier"
+	"github.com/atoll-matrix/atoll/homeserver/rooms"
+	"github.com/atoll-matrix/atoll/homeserver/storage"
+	"github.com/atoll-matrix/atoll/homeserver/tenant"
+	"github.com/atoll-matrix/atoll/homeserver/typing"
+	"github.com/atoll-matrix/atoll/internal/mxhttp"
+	"github.com/atoll-matrix/atoll/internal/pgdb"
+)
+
+// Tenant is a loaded tenant as the API sees it.
+type Tenant struct {
+	*rooms.Host
+	Settings tenant.Settings
+}
+
+// Resolver finds the tenant serving a Host. It returns tenant.ErrNotFound for unknown hosts
+// and ErrSuspended for suspended tenants.
+type Resolver interface {
+	Resolve(ctx context.Context, host string) (*Tenant, error)
+}
+
+// ErrSuspended is returned by a Resolver for a suspended tenant.
+var ErrSuspended = errors.New("tenant suspended")
+
+// Options tune a Server.
+type Options struct {
+	// BcryptCost for password hashes; tests and benchmarks lower it.
+	BcryptCost int
+	// PublicBaseURL, when set, is advertised in /.well-known/matrix/client as
+	// https://<host>; otherwise the request's own scheme and host are used.
+	WellKnownScheme string
+}
+
+// Server is the Client-Server API of a shard.
+type Server struct {
+	log      *slog.Logger
+	tenants  Resolver
+	engine   *rooms.Engine
+	notifier *notifier.Notifier
+	typing   *typing.Tracker
+	metrics  *mxhttp.Metrics
+	opts     Options
+	uia      *uiaSessions
+
+	dummyOnce sync.Once
+	dummy     []byte
+}
+
+// New returns a server; Register its routes on a mux with Handler.
+func New(log *slog.Logger, reg prometheus.Registerer, tenants Resolver, engine *rooms.Engine, n *notifier.Notifier, t *typing.Tracker, opts Options) *Server {
+	if opts.BcryptCost == 0 {
+		opts.BcryptCost = 10
+	}
+	return &Server{
+		log:      log,
+		tenants:  tenants,
+		engine:   engine,
+		notifier: n,
+		typing:   t,
+		metrics:  mxhttp.NewMetrics(reg, "homeserver"),
+		opts:     opts,
+		uia:      newUIASessions(),
+	}
+}
+
+// Handler returns the HTTP handler serving every route, with Matrix errors for unknown
+// endpoints (404 M_UNRECOGNIZED) and wrong methods (405 M_UNRECOGNIZED).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.routes(mux)
+	return mxhttp.CORS(matrixNotFound(mux))
+}
+
+// Session is an authenticated request's user and device.
+type Session struct {
+	T        *Tenant
+	UserID   string
+	Local    string
+	DeviceID string
+}
+
+type tenantHandler func(w http.ResponseWriter, r *http.Request, t *Tenant) error
+type authedHandler func(w http.ResponseWriter, r *http.Request, s *Session) error
+
+func (s *Server) handle(mux *http.ServeMux, pattern, route string, fn mxhttp.HandlerFunc) {
+	mux.Handle(pattern, mxhttp.Handler{Route: route, Fn: fn, Log: s.log, Metrics: s.metrics})
+}
+
+// public serves a route that needs the tenant but no login.
+func (s *Server) public(mux *http.ServeMux, pattern, route string, fn tenantHandler) {
+	s.handle(mux, pattern, route, func(w http.ResponseWriter, r *http.Request) error {
+		t, err := s.resolve(r)
+		if err != nil {
+			return err
+		}
+		return fn(w, r, t)
+	})
+}
+
+// authed serves a route that needs a logged-in device.
+func (s *Server) authed(mux *http.ServeMux, pattern, route string, fn authedHandler) {
+	s.handle(mux, pattern, route, func(w http.ResponseWriter, r *http.Request) error {
+		t, err := s.resolve(r)
+		if err != nil {
+			return err
+		}
+		sess, err := s.authenticate(r, t)
+		if err != nil {
+			return err
+		}
+		return fn(w, r, sess)
+	})
+}
+
+func (s *Server) resolve(r *http.Request) (*Tenant, error) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil && !strings.Contains(host, "]") {
+		// Try the exact host first (server names may carry a port), then without the port.
+		t, err := s.tenants.Resolve(r.Context(), host)
+		if err == nil {
+			return t, nil
+		}
+		host = h
+	}
+	t, err := s.tenants.Resolve(r.Context(), host)
+	switch {
+	case errors.Is(err, tenant.ErrNotFound):
+		return nil, mxhttp.NotFound("no homeserver is served at %q", host)
+	case errors.Is(err, ErrSuspended):
+		return nil, mxhttp.Forbidden("this homeserver is suspended")
+	case err != nil:
+		return nil, fmt.Errorf("resolve tenant for %q: %w", host, err)
+	}
+	return t, nil
+}
+
+func accessToken(r *http.Request) (string, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || tok == "" {
+			return "", mxhttp.MissingToken("Authorization header must be 'Bearer <token>'")
+		}
+		return tok, nil
+	}
+	if tok := r.URL.Query().Get("access_token"); tok != "" {
+		return tok, nil
+	}
+	return "", mxhttp.MissingToken("missing access token")
+}
+
+func hashToken(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return "atl_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func (s *Server) authenticate(r *http.Request, t *Tenant) (*Session, error) {
+	tok, err := accessToken(r)
+	if err != nil {
+		return nil, err
+	}
+	var dev storage.Device
+	err = t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
+		var err error
+		dev, err = storage.DeviceByToken(r.Context(), q, hashToken(tok))
+		if err != nil {
+			return err
+		}
+		now := time.Now().UnixMilli()
+		if now-dev.LastSeenTS > 60_000 {
+			return storage.TouchDevice(r.Context(), q, dev.UserID, dev.DeviceID, now, clientIP(r))
+		}
+		return nil
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.Errorf(http.StatusUnauthorized, spec.MatrixError{ErrCode: spec.ErrorUnknownToken, Err: "unknown or expired access token"})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	local, _, _ := strings.Cut(strings.TrimPrefix(dev.UserID, "@"), ":")
+	return &Session{T: t, UserID: dev.UserID, Local: local, DeviceID: dev.DeviceID}, nil
+}
+
+func clientIP(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
+// matrixNotFound rewrites the mux's plain-text 404 and 405 into Matrix errors.
+func matrixNotFound(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(&notFoundWriter{ResponseWriter: w}, r)
+	})
+}
+
+type notFoundWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (n *notFoundWriter) WriteHeader(code int) {
+	h := n.ResponseWriter.Header()
+	if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		n.swallow = true
+		h.Del("X-Content-Type-Options")
+		msg := "unrecognized request"
+		if code == http.StatusMethodNotAllowed {
+			msg = "method not allowed for this endpoint"
+		}
+		_ = mxhttp.JSON(n.ResponseWriter, code, spec.Unrecognized(msg))
+		return
+	}
+	n.ResponseWriter.WriteHeader(code)
+}
+
+func (n *notFoundWriter) Write(b []byte) (int, error) {
+	if n.swallow {
+		return len(b), nil
+	}
+	return n.ResponseWriter.Write(b)
+}
+
+func (n *notFoundWriter) Flush() {
+	if f, ok := n.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (n *notFoundWriter) Unwrap() http.ResponseWriter { return n.ResponseWriter }
