@@ -163,9 +163,8 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	resp := minio.ToErrorResponse(err)
-	switch {
-	case resp.Code == "NoSuchKey" || resp.Code == "NoSuchBucket":
+	switch code := errorCode(err); {
+	case code == "NoSuchKey" || code == "NoSuchBucket":
 		return errors.Join(ErrNotFound, err)
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		return errors.Join(ErrTimeout, err)
@@ -173,6 +172,15 @@ func classify(err error) error {
 		return err
 	}
 	return errors.Join(ErrUnavailable, err)
+}
+
+// errorCode is the S3 error code in err's chain ("" if none).
+func errorCode(err error) string {
+	var er minio.ErrorResponse
+	if errors.As(err, &er) {
+		return er.Code
+	}
+	return ""
 }
 
 func isTimeout(err error) bool {
@@ -183,7 +191,7 @@ func isTimeout(err error) bool {
 func (s *Store) observe(op string, start time.Time, err error) error {
 	s.m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil && !errors.Is(err, context.Canceled) {
-		if resp := minio.ToErrorResponse(err); resp.Code != "NoSuchKey" {
+		if code := errorCode(err); code != "NoSuchKey" {
 			s.m.errors.WithLabelValues(op).Inc()
 		}
 	}
@@ -214,7 +222,7 @@ func (s *Store) ensureBucket(ctx context.Context, bucket string) error {
 	if !exists {
 		start = time.Now()
 		err := s.c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: s.o.Region})
-		if code := minio.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" {
+		if errorCode(err) == "BucketAlreadyOwnedByYou" {
 			err = nil
 		}
 		if err = s.observe("make_bucket", start, err); err != nil {
@@ -247,7 +255,7 @@ func (s *Store) DeleteTenant(ctx context.Context, tenant string) error {
 	}
 	start := time.Now()
 	err = s.c.RemoveBucket(ctx, bucket)
-	if minio.ToErrorResponse(err).Code == "NoSuchBucket" {
+	if errorCode(err) == "NoSuchBucket" {
 		err = nil
 	}
 	if err = s.observe("remove_bucket", start, err); err != nil {
@@ -359,7 +367,7 @@ func (s *Store) Remove(ctx context.Context, tenant string, keys ...string) error
 	for _, k := range keys {
 		start := time.Now()
 		err := s.c.RemoveObject(ctx, bucket, prefix+k, minio.RemoveObjectOptions{})
-		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" || code == "NoSuchBucket" {
+		if code := errorCode(err); code == "NoSuchKey" || code == "NoSuchBucket" {
 			err = nil
 		}
 		if err = s.observe("remove", start, err); err != nil {
