@@ -37,22 +37,20 @@ const (
 
 const refNameAnnotation = "org.opencontainers.image.ref.name"
 
-// ValuesPaths maps an image to where the chart sets it (dot-separated path of the image
-// block in the umbrella chart's values).
-var valuesPaths = map[string]string{
-	"atoll-homeserver": "homeserver.image",
-	"atoll-media":      "homeserver.media.image",
-	"atoll-push":       "push.image",
-	"atollctl":         "atollctl.image",
-	"postgres":         "postgres.image",
-	"redis":            "redis.image",
-	"minio":            "minio.image",
-}
-
-// ValuesPath returns the values path of an image's block in the chart, e.g. "push.image".
+// ValuesPath returns the dot-separated path of an image's block in the umbrella chart's
+// values, e.g. "push.image".
 func ValuesPath(component string) (string, bool) {
-	p, ok := valuesPaths[component]
-	return p, ok
+	switch component {
+	case "atoll-homeserver":
+		return "homeserver.image", true
+	case "atoll-media":
+		return "homeserver.media.image", true
+	case "atoll-push":
+		return "push.image", true
+	case "atollctl", "postgres", "redis", "minio":
+		return component + ".image", true
+	}
+	return "", false
 }
 
 // Image is one entry of the lock.
@@ -99,7 +97,7 @@ func (l Lock) Values() (map[string]any, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		p, ok := valuesPaths[n]
+		p, ok := ValuesPath(n)
 		if !ok {
 			return nil, fmt.Errorf("image %s: the chart has no values for it", n)
 		}

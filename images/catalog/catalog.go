@@ -5,6 +5,7 @@ package catalog
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -244,10 +245,16 @@ func Image(ctx context.Context, c Component, base *layer.Tree, o Options) (v1.Im
 		if _, err := os.Stat(src); err != nil {
 			return nil, nil, fmt.Errorf("%s not found (run scripts/minio.sh to build it): %w", src, ErrMissingInput)
 		}
+		if err := checkStatic(src); err != nil {
+			return nil, nil, fmt.Errorf("image %s: %w", c.Name, err)
+		}
 		if err := files.AddHostFile(src, c.Entrypoint[0], 0o755); err != nil {
 			return nil, nil, fmt.Errorf("image %s: %w", c.Name, err)
 		}
 		spec.Entrypoint = c.Entrypoint
+		if v, err := os.ReadFile(src + ".version"); err == nil {
+			spec.Labels = map[string]string{"org.atoll-matrix.upstream-version": strings.TrimSpace(string(v))}
+		}
 	}
 	if c.Script != "" {
 		if err := files.AddFile(c.Entrypoint[0], 0o755, []byte(c.Script)); err != nil {
@@ -265,6 +272,19 @@ func Image(ctx context.Context, c Component, base *layer.Tree, o Options) (v1.Im
 		return nil, nil, err
 	}
 	return img, versions, nil
+}
+
+// checkStatic refuses a binary that needs a dynamic loader: the image has no libc.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	if f.Section(".interp") != nil {
+		return fmt.Errorf("%s is dynamically linked; build it with CGO_ENABLED=0", path)
+	}
+	return nil
 }
 
 func packageList(v map[string]string) string {

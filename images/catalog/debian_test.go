@@ -75,3 +75,41 @@ func TestDebianImagesRun(t *testing.T) {
 		}
 	}
 }
+
+// TestMinioImageRuns builds the S3 image from the cached MinIO binary (scripts/minio.sh build)
+// and runs it as nonroot.
+func TestMinioImageRuns(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("running in a chroot needs root")
+	}
+	cache := os.Getenv("ATOLL_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache = filepath.Join(home, ".cache", "atoll")
+	}
+	if _, err := os.Stat(filepath.Join(cache, "bin", "minio")); err != nil {
+		t.Skip("no MinIO binary; run scripts/minio.sh build")
+	}
+	out := filepath.Join(t.TempDir(), "layout")
+	built, err := catalog.Build(context.Background(), catalog.Options{
+		Out: out, WorkDir: t.TempDir(), CacheDir: cache, Version: "1", Created: time.Unix(0, 0),
+		Only: []string{"minio"}, Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil || len(built) != 1 {
+		t.Fatalf("built %v, err %v", built, err)
+	}
+	lp, err := layout.FromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := lp.Image(built[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runAsNonRoot(t, extract(t, img), "/usr/bin/minio", "--version"); !strings.Contains(got, "minio version") {
+		t.Errorf("minio --version: %q", got)
+	}
+}

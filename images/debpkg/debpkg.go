@@ -29,8 +29,10 @@ type Rootfs struct {
 	CacheDir string            // where .debs are downloaded and reused
 }
 
-// libDirs are searched, in order, for a DT_NEEDED name.
-var libDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/lib", "/usr/lib"}
+// libDirs returns the directories searched, in order, for a DT_NEEDED name.
+func libDirs() []string {
+	return []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/lib", "/usr/lib"}
+}
 
 // DefaultSkip leaves out documentation, manuals, translations and package metadata.
 func DefaultSkip(p string) bool {
@@ -155,7 +157,7 @@ func resolve(t *layer.Tree, name, dir string) string {
 		}
 		return ""
 	}
-	for _, d := range append([]string{dir}, libDirs...) {
+	for _, d := range append([]string{dir}, libDirs()...) {
 		if _, ok := t.Entry(path.Join(d, name)); ok {
 			return path.Join(d, name)
 		}
