@@ -225,7 +225,7 @@ func (s *Server) membershipChange(membership string) authedHandler {
 			return err
 		}
 		target := sess.UserID
-		if membership != spec.Leave || strings.HasSuffix(r.URL.Path, "/kick") {
+		if membership != spec.Leave || strings.HasSuffix(r.URL.Path, "/kick") || strings.HasSuffix(r.URL.Path, "/unban") {
 			if req.UserID == "" {
 				return mxhttp.MissingParam("user_id is required")
 			}

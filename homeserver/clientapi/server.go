@@ -257,3 +257,26 @@ func (n *notFoundWriter) Flush() {
 }
 
 func (n *notFoundWriter) Unwrap() http.ResponseWriter { return n.ResponseWriter }
+
+// Authenticate checks an access token of tenant t for other components (the media
+// sidecar), returning the user, device and whether the user is a server admin.
+func Authenticate(ctx context.Context, t *Tenant, token string) (userID, deviceID string, admin bool, err error) {
+	var dev storage.Device
+	var u storage.User
+	err = t.Store.Tx(ctx, func(q pgdb.DBTX) error {
+		var err error
+		if dev, err = storage.DeviceByToken(ctx, q, hashToken(token)); err != nil {
+			return err
+		}
+		local, _, _ := strings.Cut(strings.TrimPrefix(dev.UserID, "@"), ":")
+		u, err = storage.GetUser(ctx, q, local)
+		return err
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", "", false, mxhttp.UnknownToken("unknown or expired access token")
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("authenticate: %w", err)
+	}
+	return dev.UserID, dev.DeviceID, u.Admin, nil
+}

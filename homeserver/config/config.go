@@ -98,12 +98,19 @@ func Load(path string) (Config, error) {
 }
 
 // Parse decodes b over the defaults; unknown keys are an error.
-func Parse(b []byte) (Config, error) {
+func Parse(b []byte) (Config, error) { return ParseWithShard(b, "") }
+
+// ParseWithShard is Parse with the shard name set from the command line when given: a
+// StatefulSet renders one file for every pod and passes each pod's name.
+func ParseWithShard(b []byte, shardName string) (Config, error) {
 	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("decode config: %w", err)
+	}
+	if shardName != "" {
+		c.Shard.Name = shardName
 	}
 	if err := c.resolveFiles(); err != nil {
 		return Config{}, err

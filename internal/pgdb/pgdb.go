@@ -20,10 +20,10 @@ type DBTX interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Open connects a pool. The statement cache is keyed by SQL text, and the same text means a
-// different table in each tenant schema; PostgreSQL re-plans a prepared statement when
-// search_path changes, so cached statements stay correct (see docs/architecture.md for the
-// measured cost of the modes).
+// Open connects a pool. Statements are not prepared server-side: the same SQL text names a
+// different table in each tenant schema, and thousands of schemas would multiply prepared
+// statements per connection. pgx caches only the parameter and result descriptions, which are
+// the same in every tenant schema because all run the same migrations.
 func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -32,7 +32,7 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)

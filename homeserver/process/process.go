@@ -1,0 +1,163 @@
+// Package process assembles one atoll-homeserver process from its configuration: the database
+// pool, the control schema, the shard, the room engine and the HTTP listeners. The binary and
+// the black-box test harness both start shards through it.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/atoll-matrix/atoll/homeserver/adminapi"
+	"github.com/atoll-matrix/atoll/homeserver/clientapi"
+	"github.com/atoll-matrix/atoll/homeserver/config"
+	"github.com/atoll-matrix/atoll/homeserver/notifier"
+	"github.com/atoll-matrix/atoll/homeserver/rooms"
+	"github.com/atoll-matrix/atoll/homeserver/shard"
+	"github.com/atoll-matrix/atoll/homeserver/tenant"
+	"github.com/atoll-matrix/atoll/homeserver/typing"
+	"github.com/atoll-matrix/atoll/internal/pgdb"
+)
+
+// Options are knobs tests and benchmarks set; production leaves them zero.
+type Options struct {
+	BcryptCost int
+}
+
+// Process is a running homeserver: its parts and listeners.
+type Process struct {
+	cfg      config.Config
+	log      *slog.Logger
+	Registry *prometheus.Registry
+	Pool     *pgxpool.Pool
+	Tenants  *tenant.Registry
+	Shard    *shard.Shard
+	Engine   *rooms.Engine
+	Notifier *notifier.Notifier
+	Typing   *typing.Tracker
+
+	client, admin, metrics http.Handler
+	listeners              []net.Listener
+	// Addresses of the listeners once Listen has run.
+	ClientAddr, AdminAddr, MetricsAddr string
+}
+
+// New connects to the database, migrates the control schema and wires every part.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (*Process, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pool, err := pgdb.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	if err != nil {
+		return nil, err
+	}
+	registry, err := tenant.Open(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open control schema: %w", err)
+	}
+	p := &Process{cfg: cfg, log: log, Registry: reg, Pool: pool, Tenants: registry}
+	p.Notifier = notifier.New(reg)
+	p.Typing = typing.New(p.Notifier.Notify)
+	p.Engine = rooms.New(log, reg, func(ev rooms.Persisted) { p.Notifier.Notify(ev.TenantID) })
+	p.Shard = shard.New(shard.Config{
+		Name: cfg.Shard.Name, AdvertiseURL: cfg.Shard.AdvertiseURL, IdleEvict: cfg.Tenants.IdleEvict,
+		MaxLoaded: cfg.Tenants.MaxLoaded, LeaseDuration: cfg.Tenants.LeaseDuration,
+	}, log, reg, pool, registry)
+	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost})
+	p.client = p.Shard.Handler(api.Handler())
+	if cfg.Listen.Admin != "" {
+		p.admin = adminapi.New(log, reg, cfg.Admin.Token, pool, registry, p.Shard, p.Shard).Handler()
+	}
+	p.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	return p, nil
+}
+
+// Listen opens the configured listeners (port 0 picks a free port; see the *Addr fields).
+func (p *Process) Listen() error {
+	open := func(addr string, dst *string) error {
+		if addr == "" {
+			return nil
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		p.listeners = append(p.listeners, l)
+		*dst = l.Addr().String()
+		return nil
+	}
+	if err := open(p.cfg.Listen.Client, &p.ClientAddr); err != nil {
+		return err
+	}
+	if err := open(p.cfg.Listen.Admin, &p.AdminAddr); err != nil {
+		return err
+	}
+	return open(p.cfg.Listen.Metrics, &p.MetricsAddr)
+}
+
+// Run serves until ctx ends, then shuts down gracefully: listeners stop accepting, in-flight
+// requests finish (long-polls end with the context), leases are released.
+func (p *Process) Run(ctx context.Context) error {
+	if p.listeners == nil {
+		if err := p.Listen(); err != nil {
+			return err
+		}
+	}
+	handlers := []http.Handler{p.client}
+	if p.cfg.Listen.Admin != "" {
+		handlers = append(handlers, p.admin)
+	}
+	if p.cfg.Listen.Metrics != "" {
+		handlers = append(handlers, p.metrics)
+	}
+	errc := make(chan error, len(p.listeners)+1)
+	var servers []*http.Server
+	for i, l := range p.listeners {
+		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			BaseContext: func(net.Listener) context.Context { return ctx }}
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	shardCtx, stopShard := context.WithCancel(context.WithoutCancel(ctx))
+	shardDone := make(chan error, 1)
+	go func() { shardDone <- p.Shard.Run(shardCtx) }()
+	typingTick := time.NewTicker(time.Second)
+	defer typingTick.Stop()
+	p.log.Info("homeserver started", "shard", p.cfg.Shard.Name, "client", p.ClientAddr, "admin", p.AdminAddr, "metrics", p.MetricsAddr)
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			runErr = err
+			break loop
+		case <-typingTick.C:
+			p.Typing.Expire()
+		}
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(shutdownCtx)
+	}
+	stopShard()
+	<-shardDone
+	p.Pool.Close()
+	p.log.Info("homeserver stopped")
+	return runErr
+}
