@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/atoll-matrix/atoll/charts/chartgen"
 	hsconfig "github.com/atoll-matrix/atoll/homeserver/config"
 	pushconfig "github.com/atoll-matrix/atoll/pushgateway/config"
 )
@@ -628,5 +629,22 @@ func TestLint(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// values.yaml and values.schema.json are generated from source/ (make chart).
+func TestGeneratedFilesAreCurrent(t *testing.T) {
+	f, err := chartgen.Generate(filepath.Join(chartDir, "source"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][]byte{"values.yaml": f.Values, "values.schema.json": f.Schema} {
+		got, err := os.ReadFile(filepath.Join(chartDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is stale: run make chart (go run ./cmd/atoll-chartgen)", name)
+		}
 	}
 }
