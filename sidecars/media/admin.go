@@ -227,6 +227,7 @@ type RetentionResult struct {
 	DeletedLocal   int `json:"deleted_local"`
 	DeletedRemote  int `json:"deleted_remote"`
 	ExpiredPending int `json:"expired_pending"`
+	AbortedUploads int `json:"aborted_uploads"`
 }
 
 // RunRetention deletes local and cached remote media older than the configured ages, and
@@ -260,6 +261,9 @@ func (s *Server) RunRetention(ctx context.Context) (RetentionResult, error) {
 		errs = append(errs, pass("remote", func() ([]mediadb.Ref, error) { return s.db.Older(ctx, true, now.Add(-age), 500) }, &res.DeletedRemote))
 	}
 	errs = append(errs, pass("pending", func() ([]mediadb.Ref, error) { return s.db.ExpiredPending(ctx, now, 500) }, &res.ExpiredPending))
+	n, err := s.store.AbortStaleUploads(ctx, s.cfg.Retention.AbandonedUploadAge, time.Now())
+	res.AbortedUploads = n
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}

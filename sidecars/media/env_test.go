@@ -79,16 +79,10 @@ type envOption func(*envOptions)
 
 type envOptions struct {
 	cfg func(*config.Config)
-	// s3Endpoint overrides the S3 endpoint the sidecar uses (faults).
-	s3Endpoint string
 }
 
 func withConfig(f func(*config.Config)) envOption {
 	return func(o *envOptions) { o.cfg = f }
-}
-
-func withS3Endpoint(ep string) envOption {
-	return func(o *envOptions) { o.s3Endpoint = ep }
 }
 
 func testConfig(s3 *s3test.S3, dbURL, schema string) config.Config {
@@ -131,12 +125,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		o.cfg(&cfg)
 	}
 	e := &env{t: t, hs: hs, s3: s3, db: db, cfg: cfg, clock: &clock{}, fedHit: new(int64)}
-	endpoint := s3.Endpoint
-	if o.s3Endpoint != "" {
-		endpoint = o.s3Endpoint
-	}
 	client, err := mediastore.NewClient(mediastore.ClientOptions{
-		Endpoint: endpoint, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey,
+		Endpoint: s3.Endpoint, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey,
 		DialTimeout: cfg.S3.DialTimeout, ResponseHeaderTimeout: cfg.S3.ResponseHeaderTimeout, MaxRetries: cfg.S3.MaxRetries,
 	})
 	if err != nil {

@@ -112,8 +112,9 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Error("retention failed", "error", err)
 				continue
 			}
-			if res.DeletedLocal+res.DeletedRemote+res.ExpiredPending > 0 {
-				s.log.Info("retention done", "deleted_local", res.DeletedLocal, "deleted_remote", res.DeletedRemote, "expired_pending", res.ExpiredPending)
+			if res.DeletedLocal+res.DeletedRemote+res.ExpiredPending+res.AbortedUploads > 0 {
+				s.log.Info("retention done", "deleted_local", res.DeletedLocal, "deleted_remote", res.DeletedRemote,
+					"expired_pending", res.ExpiredPending, "aborted_uploads", res.AbortedUploads)
 			}
 		}
 	}

@@ -84,9 +84,8 @@ func (s *Server) putBody(w http.ResponseWriter, r *http.Request, tenant, key, co
 		case errors.As(body.err, &tooBig):
 			return 0, errTooLarge(fmt.Sprintf("Upload is larger than %d bytes", s.cfg.MaxUploadBytes), err)
 		case body.err != nil:
+			// The client's body broke (shorter than Content-Length, bad chunking, gone).
 			return 0, matrixError(http.StatusBadRequest, "M_UNKNOWN", "Upload body incomplete", err)
-		case size >= 0 && body.n != size:
-			return 0, matrixError(http.StatusBadRequest, "M_UNKNOWN", "Upload body shorter than Content-Length", err)
 		}
 		return 0, fmt.Errorf("store upload: %w", err)
 	}

@@ -136,6 +136,9 @@ type Retention struct {
 	Interval     time.Duration `yaml:"interval"`
 	LocalMaxAge  time.Duration `yaml:"local_max_age"`
 	RemoteMaxAge time.Duration `yaml:"remote_max_age"`
+	// AbandonedUploadAge aborts S3 multipart uploads older than this (left by a crash, or by
+	// an abort that failed while S3 was unreachable).
+	AbandonedUploadAge time.Duration `yaml:"abandoned_upload_age"`
 }
 
 // DefaultThumbnailSizes are the sizes Matrix clients expect.
@@ -169,7 +172,7 @@ func Default() Config {
 		},
 		Preview:    Preview{MaxBytes: 4 << 20, Timeout: 10 * time.Second, UserAgent: "Atoll media preview"},
 		Federation: Federation{Timeout: 60 * time.Second, MaxRemoteBytes: 100 << 20},
-		Retention:  Retention{Interval: time.Hour},
+		Retention:  Retention{Interval: time.Hour, AbandonedUploadAge: 24 * time.Hour},
 	}
 }
 
@@ -277,7 +280,7 @@ func (c *Config) Validate() error {
 	if c.Federation.Timeout <= 0 || c.Federation.MaxRemoteBytes <= 0 {
 		bad("federation: timeout and max_remote_bytes must be positive")
 	}
-	if c.Retention.Interval <= 0 || c.Retention.LocalMaxAge < 0 || c.Retention.RemoteMaxAge < 0 {
+	if c.Retention.Interval <= 0 || c.Retention.LocalMaxAge < 0 || c.Retention.RemoteMaxAge < 0 || c.Retention.AbandonedUploadAge <= 0 {
 		bad("retention: interval must be positive and ages not negative")
 	}
 	return errors.Join(errs...)

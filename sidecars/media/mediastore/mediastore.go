@@ -316,9 +316,12 @@ func (s *Store) Put(ctx context.Context, tenant, key string, r io.Reader, size i
 		PartSize:    s.o.PartSize,
 	})
 	if err = s.observe("put", start, err); err != nil {
-		// minio-go aborts a failed multipart upload itself; a single PUT that failed stored
-		// nothing. Remove anyway in case the failure came after S3 committed the object.
+		// A single PUT that failed stored nothing, but the failure may have come after S3
+		// committed the object (a lost answer): remove it.
+		// minio-go aborts a failed multipart upload itself, but not when the abort is what
+		// failed (a cancelled context): clear both here with a context of our own.
 		rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = s.c.RemoveIncompleteUpload(rmCtx, bucket, prefix+key)
 		_ = s.c.RemoveObject(rmCtx, bucket, prefix+key, minio.RemoveObjectOptions{})
 		cancel()
 		return 0, fmt.Errorf("put %s/%s%s: %w", bucket, prefix, key, err)
@@ -388,4 +391,47 @@ func (s *Store) RemovePrefix(ctx context.Context, tenant, keyPrefix string) erro
 		return nil
 	}
 	return err
+}
+
+// AbortStaleUploads aborts multipart uploads begun more than age ago in the buckets this store
+// uses: uploads whose abort failed (S3 unreachable at the time) or whose process died.
+func (s *Store) AbortStaleUploads(ctx context.Context, age time.Duration, now time.Time) (int, error) {
+	var buckets []string
+	if s.o.Mode == ModePrefix {
+		buckets = []string{s.o.SharedBucket}
+	} else {
+		start := time.Now()
+		all, err := s.c.ListBuckets(ctx)
+		if err = s.observe("list_buckets", start, err); err != nil {
+			return 0, fmt.Errorf("list buckets: %w", err)
+		}
+		for _, b := range all {
+			if strings.HasPrefix(b.Name, s.o.BucketPrefix) {
+				buckets = append(buckets, b.Name)
+			}
+		}
+	}
+	n := 0
+	var errs error
+	for _, b := range buckets {
+		start := time.Now()
+		for u := range s.c.ListIncompleteUploads(ctx, b, "", true) {
+			if u.Err != nil {
+				errs = errors.Join(errs, s.observe("list_uploads", start, u.Err))
+				break
+			}
+			if u.Initiated.After(now.Add(-age)) {
+				continue
+			}
+			if err := s.c.RemoveIncompleteUpload(ctx, b, u.Key); err != nil {
+				errs = errors.Join(errs, s.observe("abort_upload", start, err))
+				continue
+			}
+			n++
+		}
+	}
+	if errs != nil {
+		return n, fmt.Errorf("abort stale uploads: %w", errs)
+	}
+	return n, nil
 }
