@@ -4,4 +4,27 @@ import "net/http"
 
 // routesExtra registers the endpoint families kept in their own files.
 func (s *Server) routesExtra(mux *http.ServeMux) {
+	// End-to-end encryption: keys, cross-signing, to-device, devices, key backup.
+	s.authed(mux, "POST /_matrix/client/v3/keys/upload", "client.keys_upload", s.uploadKeys)
+	s.authed(mux, "POST /_matrix/client/v3/keys/query", "client.keys_query", s.queryKeys)
+	s.authed(mux, "POST /_matrix/client/v3/keys/claim", "client.keys_claim", s.claimKeys)
+	s.authed(mux, "GET /_matrix/client/v3/keys/changes", "client.keys_changes", s.keyChanges)
+	s.authed(mux, "POST /_matrix/client/v3/keys/device_signing/upload", "client.keys_device_signing", s.uploadCrossSigningKeys)
+	s.authed(mux, "POST /_matrix/client/v3/keys/signatures/upload", "client.keys_signatures", s.uploadSignatures)
+	s.authed(mux, "PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnID}", "client.send_to_device", s.sendToDevice)
+	s.authed(mux, "GET /_matrix/client/v3/devices", "client.devices", s.listDevices)
+	s.authed(mux, "GET /_matrix/client/v3/devices/{deviceID}", "client.device", s.getDevice)
+	s.authed(mux, "PUT /_matrix/client/v3/devices/{deviceID}", "client.device_update", s.updateDevice)
+	s.authed(mux, "DELETE /_matrix/client/v3/devices/{deviceID}", "client.device_delete", s.deleteDevice)
+	s.authed(mux, "POST /_matrix/client/v3/delete_devices", "client.delete_devices", s.deleteDevices)
+	s.authed(mux, "POST /_matrix/client/v3/room_keys/version", "client.room_keys_version", s.createBackupVersion)
+	s.authed(mux, "GET /_matrix/client/v3/room_keys/version", "client.room_keys_version", s.getBackupVersion)
+	s.authed(mux, "GET /_matrix/client/v3/room_keys/version/{version}", "client.room_keys_version", s.getBackupVersion)
+	s.authed(mux, "PUT /_matrix/client/v3/room_keys/version/{version}", "client.room_keys_version", s.updateBackupVersion)
+	s.authed(mux, "DELETE /_matrix/client/v3/room_keys/version/{version}", "client.room_keys_version", s.deleteBackupVersion)
+	for _, p := range []string{"/_matrix/client/v3/room_keys/keys", "/_matrix/client/v3/room_keys/keys/{roomID}", "/_matrix/client/v3/room_keys/keys/{roomID}/{sessionID}"} {
+		s.authed(mux, "GET "+p, "client.room_keys", s.getBackupKeys)
+		s.authed(mux, "PUT "+p, "client.room_keys", s.putBackupKeys)
+		s.authed(mux, "DELETE "+p, "client.room_keys", s.deleteBackupKeys)
+	}
 }
