@@ -338,5 +338,3 @@ func (e *env) counter(name string, labels ...string) float64 {
 	}
 	return total
 }
-
-
