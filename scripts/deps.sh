@@ -17,9 +17,3 @@ if ((${#need[@]})); then
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Debian's packages start system-wide instances; ours run in their own directories.
-for svc in redis-server postgresql; do
-	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-		:
-	fi
-done

@@ -25,7 +25,10 @@ start() {
 	if [ ! -f "$dir/pg/PG_VERSION" ]; then
 		mkdir -p "$dir/pg"
 		[ "$(id -u)" = 0 ] && chown postgres "$dir/pg"
-		as_pg "$pgbin/initdb" -D "$dir/pg" -U atoll --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1
+		if ! as_pg "$pgbin/initdb" -D "$dir/pg" -U atoll --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1; then
+			cat "$dir/initdb.log" >&2
+			exit 1
+		fi
 		cat >>"$dir/pg/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $pgport
@@ -38,7 +41,10 @@ full_page_writes = off
 CONF
 	fi
 	if ! as_pg "$pgbin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
-		as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start >/dev/null
+		if ! as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start >/dev/null; then
+			cat "$dir/pg.log" >&2
+			exit 1
+		fi
 	fi
 	port=$(sed -n 's/^port = //p' "$dir/pg/postgresql.conf" | tail -n1)
 	as_pg "$pgbin/psql" -h 127.0.0.1 -p "$port" -U atoll -d postgres -tAc \

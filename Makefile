@@ -1,0 +1,48 @@
+# Atoll. `make run` starts a shard with two demo tenants; `make test` runs every test against
+# real PostgreSQL, Redis and MinIO that the scripts install and start.
+SHELL := /bin/bash
+GO ?= go
+CACHE ?= $(HOME)/.cache/atoll
+export ATOLL_CACHE := $(CACHE)
+
+.PHONY: all build run test test-short lint bench images bundle chart chart-test deps
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build:
+	$(GO) build ./...
+
+run:
+	bash scripts/run.sh
+
+# Every package's tests with services; CI calls this through .ci/run.
+test:
+	bash scripts/test.sh ./...
+
+# Unit tests only: packages that need services skip.
+test-short:
+	$(GO) test -short ./...
+
+lint:
+	$(GO) vet ./...
+	@test -x $(CACHE)/bin/staticcheck || GOBIN=$(CACHE)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	$(CACHE)/bin/staticcheck ./...
+
+# Benchmarks (ratios against a baseline measured in the same run).
+bench:
+	bash scripts/test.sh -run XXX -bench . -benchtime 2s ./pushgateway/ ./sidecars/... ./homeserver/bench/...
+
+images:
+	$(GO) run ./cmd/atoll-images images
+
+bundle:
+	$(GO) run ./cmd/atoll-images bundle
+
+chart:
+	$(GO) run ./charts/chartgen
+
+chart-test:
+	$(GO) test ./charts/...
