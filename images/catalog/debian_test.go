@@ -113,3 +113,37 @@ func TestMinioImageRuns(t *testing.T) {
 		t.Errorf("minio --version: %q", got)
 	}
 }
+
+// TestAtollctlImageRuns builds the real atollctl image from this module and runs
+// "atollctl version" in it as nonroot.
+func TestAtollctlImageRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles atollctl")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("running in a chroot needs root")
+	}
+	out := filepath.Join(t.TempDir(), "layout")
+	var logs strings.Builder
+	built, err := catalog.Build(context.Background(), catalog.Options{
+		ModuleDir: "../..", Out: out, WorkDir: t.TempDir(), CacheDir: t.TempDir(), Version: "9.8.7", Created: time.Unix(0, 0),
+		Only: []string{"atollctl"}, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(built) == 0 {
+		t.Skipf("atollctl not buildable yet: %s", logs.String())
+	}
+	lp, err := layout.FromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := lp.Image(built[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runAsNonRoot(t, extract(t, img), "/usr/bin/atollctl", "version"); strings.TrimSpace(got) != "9.8.7" {
+		t.Errorf("atollctl version printed %q, want the -ldflags version 9.8.7", got)
+	}
+}
