@@ -85,8 +85,8 @@ func run(ctx context.Context, configPath string, log *slog.Logger) error {
 		// Unsigned, and https://<server name> without .well-known/SRV discovery: X-Matrix
 		// signing and server discovery come with the federation code.
 		Fetcher: &fedmedia.HTTPFetcher{
-			Client:         &http.Client{Timeout: cfg.Federation.Timeout},
-			LocationClient: preview.NewClient(cfg.Federation.Timeout, false),
+			Client:         preview.NewClient(cfg.Federation.Timeout, cfg.Federation.AllowPrivateAddresses),
+			LocationClient: preview.NewClient(cfg.Federation.Timeout, cfg.Federation.AllowPrivateAddresses),
 			MaxBytes:       cfg.Federation.MaxRemoteBytes,
 		},
 		Logger:     log,

@@ -129,6 +129,10 @@ type Federation struct {
 	// X-Matrix signature. Request signing is not implemented yet, so this must be true for
 	// federation media to work at all; leave it false to refuse federation media requests.
 	AcceptUnsignedRequests bool `yaml:"accept_unsigned_requests"`
+	// AllowPrivateAddresses lets remote media be fetched from loopback, private and other
+	// special addresses (federation inside a private network). Off, such servers are refused
+	// at dial time, as URL previews are.
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
 }
 
 // Retention deletes old media periodically. A zero age disables that half.

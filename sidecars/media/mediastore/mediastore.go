@@ -315,6 +315,12 @@ func (s *Store) Put(ctx context.Context, tenant, key string, r io.Reader, size i
 		ContentType: contentType,
 		PartSize:    s.o.PartSize,
 	})
+	if errorCode(err) == "NoSuchBucket" {
+		// Deleted behind our back (another replica deleted the tenant): ask again next time.
+		s.mu.Lock()
+		delete(s.ready, bucket)
+		s.mu.Unlock()
+	}
 	if err = s.observe("put", start, err); err != nil {
 		// A single PUT that failed stored nothing, but the failure may have come after S3
 		// committed the object (a lost answer): remove it.
