@@ -4,6 +4,19 @@ import "net/http"
 
 // routesExtra registers the endpoint families kept in their own files.
 func (s *Server) routesExtra(mux *http.ServeMux) {
+	// Push rules, pushers and notifications (pushrules.go, pushers.go).
+	s.authed(mux, "GET /_matrix/client/v3/pushrules/{$}", "client.push_rules", s.getPushRules)
+	s.authed(mux, "GET /_matrix/client/v3/pushrules/{scope}/{$}", "client.push_rules", s.getPushRules)
+	s.authed(mux, "GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}", "client.push_rule", s.getPushRule)
+	s.authed(mux, "PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}", "client.push_rule_put", s.putPushRule)
+	s.authed(mux, "DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}", "client.push_rule_delete", s.deletePushRule)
+	s.authed(mux, "GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}/enabled", "client.push_rule_enabled", s.pushRuleAttr("enabled", false))
+	s.authed(mux, "PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}/enabled", "client.push_rule_enabled", s.pushRuleAttr("enabled", true))
+	s.authed(mux, "GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}/actions", "client.push_rule_actions", s.pushRuleAttr("actions", false))
+	s.authed(mux, "PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleID}/actions", "client.push_rule_actions", s.pushRuleAttr("actions", true))
+	s.authed(mux, "GET /_matrix/client/v3/pushers", "client.pushers", s.getPushers)
+	s.authed(mux, "POST /_matrix/client/v3/pushers/set", "client.pushers_set", s.setPusher)
+	s.authed(mux, "GET /_matrix/client/v3/notifications", "client.notifications", s.getNotifications)
 	// End-to-end encryption: keys, cross-signing, to-device, devices, key backup.
 	s.authed(mux, "POST /_matrix/client/v3/keys/upload", "client.keys_upload", s.uploadKeys)
 	s.authed(mux, "POST /_matrix/client/v3/keys/query", "client.keys_query", s.queryKeys)
