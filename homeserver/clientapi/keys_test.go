@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -173,9 +175,9 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 			t.Fatalf("claim without one-time keys = %v, want the fallback key", keys)
 		}
 	}
-	sync := alice.MustDo(t, "GET", "/_matrix/client/v3/sync?timeout=0", nil)
-	if types, _ := sync["device_unused_fallback_key_types"].([]any); len(types) != 0 {
-		t.Fatalf("used fallback key still listed unused: %v", sync["device_unused_fallback_key_types"])
+	syncBody := alice.MustDo(t, "GET", "/_matrix/client/v3/sync?timeout=0", nil)
+	if types, _ := syncBody["device_unused_fallback_key_types"].([]any); len(types) != 0 {
+		t.Fatalf("used fallback key still listed unused: %v", syncBody["device_unused_fallback_key_types"])
 	}
 }
 
@@ -549,5 +551,56 @@ func TestKeysBadInput(t *testing.T) {
 			st, body := alice.Do(t, tc.method, tc.path, tc.body)
 			wantErr(t, tc.name, st, body, tc.status, tc.code)
 		})
+	}
+}
+
+// TestKeysClaimConcurrent claims one-time keys from many requests at once: each key is handed
+// out exactly once.
+func TestKeysClaimConcurrent(t *testing.T) {
+	s := shardtest.New(t)
+	tn := s.CreateTenant(t, "claims")
+	alice := tn.Register(t, "alice")
+	const n = 12
+	otks := map[string]any{}
+	for i := range n {
+		otks[fmt.Sprintf("signed_curve25519:K%02d", i)] = map[string]any{"key": fmt.Sprint(i)}
+	}
+	alice.MustDo(t, "POST", "/_matrix/client/v3/keys/upload", map[string]any{"one_time_keys": otks})
+	claimers := make([]*shardtest.Client, n)
+	for i := range claimers {
+		claimers[i] = tn.Register(t, fmt.Sprintf("claimer%d", i))
+	}
+	results := make(chan string, n)
+	var wg sync.WaitGroup
+	for _, c := range claimers {
+		wg.Go(func() {
+			st, body := c.Do(t, "POST", "/_matrix/client/v3/keys/claim", map[string]any{
+				"one_time_keys": map[string]any{alice.UserID: map[string]any{alice.DeviceID: "signed_curve25519"}},
+			})
+			keys, _ := at(body, "one_time_keys", alice.UserID, alice.DeviceID).(map[string]any)
+			if st != http.StatusOK || len(keys) != 1 {
+				t.Errorf("claim: %d %v", st, body)
+				results <- ""
+				return
+			}
+			for id := range keys {
+				results <- id
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	seen := map[string]bool{}
+	for id := range results {
+		if id != "" && seen[id] {
+			t.Errorf("key %s claimed twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != n {
+		t.Errorf("claimed %d distinct keys, want %d", len(seen), n)
+	}
+	if c := otkCount(t, alice); c != 0 {
+		t.Errorf("one-time keys left: %v", c)
 	}
 }

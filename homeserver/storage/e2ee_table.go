@@ -65,19 +65,35 @@ type OneTimeKey struct {
 	KeyJSON   json.RawMessage
 }
 
-// PutOneTimeKeys stores one-time keys. A key ID uploaded again with the same content is
-// ignored; with other content the call fails with ErrKeyConflict.
+// PutOneTimeKeys stores one-time keys in two statements whatever their number. A key ID
+// uploaded again with the same content is ignored; with other content the call fails with
+// ErrKeyConflict and stores nothing.
 func PutOneTimeKeys(ctx context.Context, q pgdb.DBTX, userID, deviceID string, keys []OneTimeKey) error {
-	for _, k := range keys {
-		tag, err := q.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, key_json) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, device_id, key_id) DO UPDATE SET key_json = one_time_keys.key_json
-			WHERE one_time_keys.key_json = EXCLUDED.key_json`, userID, deviceID, k.KeyID, k.Algorithm, []byte(k.KeyJSON))
-		if err != nil {
-			return fmt.Errorf("put one-time key %s: %w", k.KeyID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("one-time key %s: %w", k.KeyID, ErrKeyConflict)
-		}
+	if len(keys) == 0 {
+		return nil
+	}
+	ids := make([]string, len(keys))
+	algs := make([]string, len(keys))
+	js := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i], algs[i], js[i] = k.KeyID, k.Algorithm, string(k.KeyJSON)
+	}
+	var conflict string
+	err := q.QueryRow(ctx, `SELECT o.key_id FROM one_time_keys o
+		JOIN unnest($3::text[], $4::text[]) AS i(key_id, key_json) ON i.key_id = o.key_id
+		WHERE o.user_id = $1 AND o.device_id = $2 AND o.key_json <> i.key_json::jsonb LIMIT 1`,
+		userID, deviceID, ids, js).Scan(&conflict)
+	if err == nil {
+		return fmt.Errorf("one-time key %s: %w", conflict, ErrKeyConflict)
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("check one-time keys: %w", err)
+	}
+	_, err = q.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, key_json)
+		SELECT $1, $2, i.key_id, i.algorithm, i.key_json::jsonb FROM unnest($3::text[], $4::text[], $5::text[]) AS i(key_id, algorithm, key_json)
+		ON CONFLICT (user_id, device_id, key_id) DO NOTHING`, userID, deviceID, ids, algs, js)
+	if err != nil {
+		return fmt.Errorf("put one-time keys: %w", err)
 	}
 	return nil
 }
