@@ -241,7 +241,11 @@ func TestKeysChangesAndDevices(t *testing.T) {
 	bob2 := bob.Login(t, "BOBTWO")
 	dk, _ := deviceKeys(t, bob2)
 	bob2.MustDo(t, "POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": dk})
-	to := alice.MustDo(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(from), nil)["next_batch"].(string)
+	incr := alice.MustDo(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(from), nil)
+	if changed, _ := at(incr, "device_lists", "changed").([]any); !slices.Contains(changed, any(bob.UserID)) {
+		t.Fatalf("sync device_lists = %v, want %s changed", incr["device_lists"], bob.UserID)
+	}
+	to := incr["next_batch"].(string)
 	ch := alice.MustDo(t, "GET", "/_matrix/client/v3/keys/changes?from="+url.QueryEscape(from)+"&to="+url.QueryEscape(to), nil)
 	if changed, _ := ch["changed"].([]any); !slices.Contains(changed, any(bob.UserID)) {
 		t.Fatalf("keys/changes = %v, want %s changed", ch, bob.UserID)
