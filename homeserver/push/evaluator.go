@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -98,8 +99,8 @@ func num(n json.Number, def int64) int64 {
 	return def
 }
 
-// Process evaluates p for every joined local member of its room except the sender (and for a
-// local invitee of an invite), stores the verdicts in one transaction and wakes the pusher
+// Process evaluates p for every joined local member of its room except the sender and those
+// ignoring the sender (and for a local invitee of an invite), stores the verdicts in one transaction and wakes the pusher
 // worker when any notifies.
 func (e *Evaluator) Process(ctx context.Context, store *storage.Store, serverName spec.ServerName, p rooms.Persisted) error {
 	if p.Event == nil {
@@ -129,6 +130,11 @@ func (e *Evaluator) Process(ctx context.Context, store *storage.Store, serverNam
 				targets = append(targets, *sk)
 			}
 		}
+		ignoring, err := storage.UsersIgnoring(ctx, q, targets, sender)
+		if err != nil {
+			return err
+		}
+		targets = slices.DeleteFunc(targets, func(u string) bool { return ignoring[u] })
 		if len(targets) == 0 {
 			return nil
 		}

@@ -65,6 +65,16 @@ func TestProcess(t *testing.T) {
 	edit := send(alice, "m.room.message", nil, `{"msgtype":"m.text","body":"* x","m.relates_to":{"rel_type":"m.replace","event_id":"`+hello+`"}}`)
 	inThread := send(alice, "m.room.message", nil, `{"msgtype":"m.text","body":"in thread","m.relates_to":{"rel_type":"m.thread","event_id":"`+hello+`"}}`)
 	invite := send(alice, spec.MRoomMember, sk(dave), `{"membership":"invite"}`)
+	const carol = "@carol:example.org"
+	send(carol, spec.MRoomMember, sk(carol), `{"membership":"join"}`)
+	err = store.Tx(ctx, func(q pgdb.DBTX) error {
+		_, err := storage.PutAccountData(ctx, q, carol, "", "m.ignored_user_list", json.RawMessage(`{"ignored_users":{"@bob:example.org":{}}}`))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromBob := send(bob, "m.room.message", nil, `{"msgtype":"m.text","body":"hey all"}`)
 	queue.Stop() // drains what was enqueued
 	if n := logs.count(); n > 0 {
 		t.Fatalf("%d evaluation errors logged", n)
@@ -108,6 +118,8 @@ func TestProcess(t *testing.T) {
 		{"edits are suppressed", bob, edit, nil},
 		{"thread reply carries its root", bob, inThread, &row{true, false, hello}},
 		{"local invitee", dave, invite, &row{true, false, "main"}},
+		{"group message", alice, fromBob, &row{true, false, "main"}},
+		{"ignored sender", carol, fromBob, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

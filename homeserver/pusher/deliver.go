@@ -24,7 +24,7 @@ func (w *Worker) deliverTenant(ctx context.Context, store *storage.Store) (time.
 	var pushers []storage.Pusher
 	err := store.Tx(ctx, func(q pgdb.DBTX) error {
 		var err error
-		pushers, err = storage.PushersOfKind(ctx, q, "http")
+		pushers, err = storage.PushersWithPending(ctx, q, "http")
 		return err
 	})
 	if err != nil {

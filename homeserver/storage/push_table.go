@@ -204,6 +204,14 @@ func PushersOfKind(ctx context.Context, q pgdb.DBTX, kind string) ([]Pusher, err
 	return collectPushers(q.Query(ctx, `SELECT `+pusherColumns+` FROM pushers WHERE kind = $1 ORDER BY user_id, app_id, pushkey`, kind))
 }
 
+// PushersWithPending lists the pushers of a kind with notifying verdicts after their
+// delivery position.
+func PushersWithPending(ctx context.Context, q pgdb.DBTX, kind string) ([]Pusher, error) {
+	return collectPushers(q.Query(ctx, `SELECT `+pusherColumns+` FROM pushers p WHERE kind = $1 AND EXISTS (
+		SELECT 1 FROM event_push_actions a WHERE a.user_id = p.user_id AND a.notify AND a.stream_pos > p.last_stream_pos)
+		ORDER BY user_id, app_id, pushkey`, kind))
+}
+
 // SetPusherState records delivery progress if the pusher's position is still from, so two
 // workers never move it backwards. It reports whether the row was updated.
 func SetPusherState(ctx context.Context, q pgdb.DBTX, p Pusher, from int64, successTS int64) (bool, error) {
@@ -342,4 +350,20 @@ func Notifications(ctx context.Context, q pgdb.DBTX, userID string, before int64
 		}
 	}
 	return kept, nil
+}
+
+// UsersIgnoring returns those of userIDs whose m.ignored_user_list names sender.
+func UsersIgnoring(ctx context.Context, q pgdb.DBTX, userIDs []string, sender string) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT user_id FROM account_data WHERE user_id = ANY($1) AND room_id = ''
+		AND type = 'm.ignored_user_list' AND jsonb_typeof(content->'ignored_users') = 'object' AND content->'ignored_users' ? $2`,
+		userIDs, sender)
+	if err != nil {
+		return nil, fmt.Errorf("select ignoring users: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, err
 }
