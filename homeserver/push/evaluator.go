@@ -112,7 +112,7 @@ func (e *Evaluator) Process(ctx context.Context, store *storage.Store, serverNam
 		return fmt.Errorf("process %s: %w", p.EventID, err)
 	}
 	suffix := ":" + string(serverName)
-	notified := false
+	notified, stored := false, 0
 	err = store.Tx(ctx, func(q pgdb.DBTX) error {
 		joined, err := storage.RoomMembers(ctx, q, p.RoomID, spec.Join)
 		if err != nil {
@@ -215,11 +215,13 @@ func (e *Evaluator) Process(ctx context.Context, store *storage.Store, serverNam
 				ThreadID: thread, Notify: res.Notify, Highlight: res.Highlight, Actions: b})
 			notified = notified || res.Notify
 		}
+		stored = len(out)
 		return storage.InsertPushActions(ctx, q, out)
 	})
 	if err != nil {
 		return fmt.Errorf("process push rules for %s: %w", p.EventID, err)
 	}
+	e.log.Debug("push verdicts stored", "tenant", p.TenantID, "event_id", p.EventID, "count", stored)
 	if notified && e.wake != nil {
 		e.wake(store)
 	}
