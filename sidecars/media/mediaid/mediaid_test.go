@@ -132,3 +132,22 @@ func FuzzParseMXC(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheck feeds path values as a request delivers them ({serverName}/{mediaId}): whatever is
+// accepted must stay one path segment of an object key.
+func FuzzCheck(f *testing.F) {
+	for _, s := range [][2]string{
+		{"example.org", "abc"}, {"example.org", ".."}, {"example.org", "a/../b"}, {"..", "x"},
+		{"example.org:8448", "A-b_9"}, {"[::1]:1", "z"}, {"a.b", "%2e%2e"}, {"a\\b", "c"}, {"", ""},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, server, id string) {
+		if mediaid.Check(server, id) != nil {
+			return
+		}
+		if id == "." || id == ".." || strings.ContainsAny(id, "/\\.%\x00") || strings.ContainsAny(server, "/\\%\x00 ") || strings.HasPrefix(server, ".") {
+			t.Fatalf("Check accepted server %q id %q", server, id)
+		}
+	})
+}
