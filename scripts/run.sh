@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `make run`: a shard on loopback with its own PostgreSQL and Redis and two demo tenants.
-# State lives in ${ATOLL_CACHE:-~/.cache/atoll}/run and survives restarts.
+# State lives in $ATOLL_RUN_DIR (default /var/lib/atoll-run as root, where the postgres user can
+# reach it, ~/.cache/atoll/run otherwise) and survives restarts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
-cache=${ATOLL_CACHE:-$HOME/.cache/atoll}
-dir=$cache/run
+if [ "$(id -u)" = 0 ]; then default=/var/lib/atoll-run; else default=${ATOLL_CACHE:-$HOME/.cache/atoll}/run; fi
+dir=${ATOLL_RUN_DIR:-$default}
 mkdir -p "$dir" bin
-bash scripts/services.sh start "$dir/svc" 55432 56379
+bash scripts/services.sh start "$dir/svc" "${ATOLL_RUN_PG_PORT:-55440}" "${ATOLL_RUN_REDIS_PORT:-56390}"
 . "$dir/svc/env"
 go build -o bin/atoll-homeserver ./cmd/atoll-homeserver
 go build -o bin/atollctl ./cmd/atollctl

@@ -41,6 +41,8 @@ full_page_writes = off
 CONF
 	fi
 	if ! as_pg "$pgbin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
+		# The port asked for now wins over the one the directory was created with.
+		sed -i "s/^port = .*/port = $pgport/" "$dir/pg/postgresql.conf"
 		if ! as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start >/dev/null; then
 			cat "$dir/pg.log" >&2
 			exit 1

@@ -430,6 +430,20 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		if err := s.syncEphemeral(ctx, q, sess, resp, joinedIDs, from, to, fromTyping, since == nil); err != nil {
 			return err
 		}
+		if since == nil {
+			// Every user has push rules, stored or not: the spec's defaults until they change one.
+			if _, err := storage.GetAccountData(ctx, q, sess.UserID, "", "m.push_rules"); errors.Is(err, storage.ErrNotFound) {
+				if err := s.savePushRules(ctx, q, sess.UserID); err != nil {
+					return err
+				}
+				if to, err = storage.CurrentStreamPos(ctx, q); err != nil {
+					return err
+				}
+				resp.NextBatch = syncToken{Pos: to, Typing: typingSerial}.String()
+			} else if err != nil {
+				return err
+			}
+		}
 		ad, err := storage.AccountDataSince(ctx, q, sess.UserID, from, to)
 		if err != nil {
 			return err

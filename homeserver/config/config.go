@@ -23,7 +23,18 @@ type Config struct {
 	Redis    Redis    `yaml:"redis"`
 	Admin    Admin    `yaml:"admin"`
 	Tenants  Tenants  `yaml:"tenants"`
+	Push     Push     `yaml:"push"`
 	Log      Log      `yaml:"log"`
+}
+
+// Push restricts where HTTP pushers may deliver: push gateway URLs come from users.
+type Push struct {
+	// AllowedHosts are host globs of push gateways; empty allows any public host.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// AllowHTTP permits plain-HTTP gateways (an in-cluster gateway).
+	AllowHTTP bool `yaml:"allow_http"`
+	// AllowPrivate permits gateways on private and loopback addresses (an in-cluster gateway).
+	AllowPrivate bool `yaml:"allow_private"`
 }
 
 // Shard names this process among the shards sharing one control schema.

@@ -21,6 +21,8 @@ import (
 	"github.com/atoll-matrix/atoll/homeserver/clientapi"
 	"github.com/atoll-matrix/atoll/homeserver/config"
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
+	"github.com/atoll-matrix/atoll/homeserver/push"
+	"github.com/atoll-matrix/atoll/homeserver/pusher"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/shard"
 	"github.com/atoll-matrix/atoll/homeserver/tenant"
@@ -44,6 +46,8 @@ type Process struct {
 	Engine   *rooms.Engine
 	Notifier *notifier.Notifier
 	Typing   *typing.Tracker
+	Pusher   *pusher.Worker
+	Push     *push.Queue
 
 	client, admin, metrics http.Handler
 	listeners              []net.Listener
@@ -67,10 +71,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	p := &Process{cfg: cfg, log: log, Registry: reg, Pool: pool, Tenants: registry}
 	p.Notifier = notifier.New(reg)
 	p.Typing = typing.New(p.Notifier.Notify)
-	p.Engine = rooms.New(log, reg, func(ev rooms.Persisted) { p.Notifier.Notify(ev.TenantID) })
+	p.Pusher = pusher.New(log.With("component", "pusher"), reg, pusher.Config{
+		AllowedHosts: cfg.Push.AllowedHosts, AllowHTTP: cfg.Push.AllowHTTP, AllowPrivate: cfg.Push.AllowPrivate})
+	p.Push = push.NewQueue(log, push.NewEvaluator(log, p.Pusher.Wake))
+	p.Engine = rooms.New(log, reg, func(ev rooms.Persisted) {
+		p.Notifier.Notify(ev.TenantID)
+		if t := p.Shard.Loaded(ev.TenantID); t != nil {
+			// Push rules run off the request path, in order within a tenant.
+			p.Push.Enqueue(t.Store, t.ServerName, ev)
+		}
+	})
 	p.Shard = shard.New(shard.Config{
 		Name: cfg.Shard.Name, AdvertiseURL: cfg.Shard.AdvertiseURL, IdleEvict: cfg.Tenants.IdleEvict,
 		MaxLoaded: cfg.Tenants.MaxLoaded, LeaseDuration: cfg.Tenants.LeaseDuration,
+		OnLoad: func(t *clientapi.Tenant) { p.Pusher.Wake(t.Store) },
 	}, log, reg, pool, registry)
 	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost})
 	p.client = p.Shard.Handler(api.Handler())
@@ -131,6 +145,7 @@ func (p *Process) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	p.Pusher.Start(ctx)
 	shardCtx, stopShard := context.WithCancel(context.WithoutCancel(ctx))
 	shardDone := make(chan error, 1)
 	go func() { shardDone <- p.Shard.Run(shardCtx) }()
@@ -155,6 +170,8 @@ loop:
 	for _, srv := range servers {
 		_ = srv.Shutdown(shutdownCtx)
 	}
+	p.Push.Stop()
+	p.Pusher.Stop()
 	stopShard()
 	<-shardDone
 	p.Pool.Close()

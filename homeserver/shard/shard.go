@@ -34,6 +34,8 @@ type Config struct {
 	IdleEvict     time.Duration
 	MaxLoaded     int
 	LeaseDuration time.Duration
+	// OnLoad runs after a tenant is loaded (e.g. to resume its pending push deliveries).
+	OnLoad func(*clientapi.Tenant)
 }
 
 // Shard hosts tenants.
@@ -162,7 +164,20 @@ func (s *Shard) load(ctx context.Context, host string, rec *tenant.Tenant) (*cli
 	if len(s.loaded) > s.cfg.MaxLoaded {
 		s.evictLocked(ctx, len(s.loaded)-s.cfg.MaxLoaded, 0)
 	}
+	if s.cfg.OnLoad != nil {
+		s.cfg.OnLoad(t)
+	}
 	return t, nil
+}
+
+// Loaded returns the tenant if it is loaded on this shard, nil otherwise.
+func (s *Shard) Loaded(id string) *clientapi.Tenant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.loaded[id]; e != nil {
+		return e.t
+	}
+	return nil
 }
 
 // Forget drops a tenant from the shard (after suspension, settings changes or purge) and
