@@ -605,7 +605,7 @@ func TestConfigsMatchTheBinaries(t *testing.T) {
 		}
 	}
 	sort.Strings(keys)
-	want := "database database.url_file homeserver_url listen max_upload_bytes metrics_listen s3 s3.access_key_file s3.bucket_mode s3.bucket_prefix s3.endpoint s3.region s3.secret_key_file s3.secure s3.shared_bucket"
+	want := "database database.url_file homeserver_token_file homeserver_url listen max_upload_bytes metrics_listen s3 s3.access_key_file s3.bucket_mode s3.bucket_prefix s3.endpoint s3.region s3.secret_key_file s3.secure s3.shared_bucket"
 	if got := strings.Join(keys, " "); got != want {
 		t.Errorf("media config keys\n%s\nwant\n%s", got, want)
 	}

@@ -19,19 +19,20 @@ var version = "dev"
 func main() {
 	configPath := flag.String("config", "/etc/atoll/homeserver.yaml", "configuration file")
 	shardName := flag.String("shard-name", "", "shard name (overrides shard.name; the chart passes the pod name)")
+	advertiseURL := flag.String("advertise-url", "", "URL other shards forward to (overrides shard.advertise_url)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
 		fmt.Println(version)
 		return
 	}
-	if err := run(*configPath, *shardName); err != nil {
+	if err := run(*configPath, *shardName, *advertiseURL); err != nil {
 		fmt.Fprintln(os.Stderr, "atoll-homeserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(path, shardName string) error {
+func run(path, shardName, advertiseURL string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -39,6 +40,9 @@ func run(path, shardName string) error {
 	cfg, err := config.ParseWithShard(b, shardName)
 	if err != nil {
 		return err
+	}
+	if advertiseURL != "" {
+		cfg.Shard.AdvertiseURL = advertiseURL
 	}
 	log := newLogger(cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -30,7 +30,8 @@ log:
 {{- $s3 := .root.Values.global.s3 -}}
 listen: ":8090"
 metrics_listen: ":9091"
-homeserver_url: http://127.0.0.1:8008
+homeserver_url: http://127.0.0.1:8081
+homeserver_token_file: /etc/atoll/credentials/admin-token
 max_upload_bytes: {{ int64 $m.maxUploadBytes }}
 database:
   url_file: /etc/atoll/credentials/database-url
