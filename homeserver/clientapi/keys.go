@@ -614,6 +614,14 @@ func (s *Server) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request, 
 	}
 	err = sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
 		for typ, raw := range uploaded {
+			// Signatures by a replaced self- or user-signing key no longer mean anything.
+			if old, ok := existing[typ]; ok && typ != keyTypeMaster {
+				if pub := crossSigningPublicKey(old); pub != "" && pub != crossSigningPublicKey(raw) {
+					if err := storage.DeleteSignaturesBy(ctx, q, sess.UserID, "ed25519:"+pub); err != nil {
+						return err
+					}
+				}
+			}
 			if err := storage.PutCrossSigningKey(ctx, q, sess.UserID, typ, raw); err != nil {
 				return err
 			}

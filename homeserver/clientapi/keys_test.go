@@ -337,8 +337,8 @@ func TestKeysCrossSigning(t *testing.T) {
 		})
 	}
 	// Replacing the keys needs the password.
-	master2, _, _ := crossSigningKey(t, alice, "master", "", nil)
-	st, body = alice.Do(t, "POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{"master_key": master2})
+	other, _, _ := crossSigningKey(t, alice, "master", "", nil)
+	st, body = alice.Do(t, "POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{"master_key": other})
 	if st != http.StatusUnauthorized || body["flows"] == nil {
 		t.Fatalf("replacing cross-signing keys without auth: %d %v", st, body)
 	}
@@ -395,11 +395,20 @@ func TestKeysCrossSigning(t *testing.T) {
 		t.Fatalf("bob's user-signing signature shown to carol: %v", q["master_keys"])
 	}
 
-	// With the password, Alice can replace her master key.
+	// With the password, Alice can replace her keys; signatures by the old self-signing key go.
+	master2, master2Pub, master2Priv := crossSigningKey(t, alice, "master", "", nil)
+	ssk2, ssk2Pub, _ := crossSigningKey(t, alice, "self_signing", master2Pub, master2Priv)
 	alice.MustDo(t, "POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{
-		"master_key": master2,
-		"auth":       map[string]any{"type": "m.login.password", "user": alice.UserID, "password": alice.Password},
+		"master_key": master2, "self_signing_key": ssk2,
+		"auth": map[string]any{"type": "m.login.password", "user": alice.UserID, "password": alice.Password},
 	})
+	q = bob.MustDo(t, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{alice.UserID: []string{}}})
+	if at(q, "master_keys", alice.UserID, "keys", "ed25519:"+master2Pub) != master2Pub || at(q, "self_signing_keys", alice.UserID, "keys", "ed25519:"+ssk2Pub) != ssk2Pub {
+		t.Fatalf("replaced keys not served: %v", q)
+	}
+	if at(q, "device_keys", alice.UserID, alice.DeviceID, "signatures", alice.UserID, "ed25519:"+sskPub) != nil {
+		t.Fatalf("signature by the replaced self-signing key still served: %v", at(q, "device_keys", alice.UserID))
+	}
 }
 
 // TestKeysBackup drives server-side key backup: versions, the replacement rules, etag and

@@ -191,6 +191,16 @@ func PutKeySignature(ctx context.Context, q pgdb.DBTX, s KeySignature) error {
 	return nil
 }
 
+// DeleteSignaturesBy removes every signature made by one of signer's keys, when that key is
+// replaced.
+func DeleteSignaturesBy(ctx context.Context, q pgdb.DBTX, signerUserID, signerKeyID string) error {
+	_, err := q.Exec(ctx, `DELETE FROM key_signatures WHERE signer_user_id = $1 AND signer_key_id = $2`, signerUserID, signerKeyID)
+	if err != nil {
+		return fmt.Errorf("delete signatures by %s %s: %w", signerUserID, signerKeyID, err)
+	}
+	return nil
+}
+
 // KeySignatures returns the signatures over a user's keys.
 func KeySignatures(ctx context.Context, q pgdb.DBTX, targetUserID string) ([]KeySignature, error) {
 	rows, err := q.Query(ctx, `SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
@@ -225,9 +235,18 @@ func DeleteDeviceKeyData(ctx context.Context, q pgdb.DBTX, userID string, device
 	return nil
 }
 
+// toDeviceTxnTTL is how long (ms) a sendToDevice transaction ID is remembered: clients
+// retry within minutes, so a day is plenty.
+const toDeviceTxnTTL = 24 * 60 * 60 * 1000
+
 // RecordToDeviceTxn remembers a sendToDevice transaction; it returns false when the
-// transaction was already recorded (the request is a retry).
+// transaction was already recorded (the request is a retry). It forgets the device's
+// transactions older than a day.
 func RecordToDeviceTxn(ctx context.Context, q pgdb.DBTX, userID, deviceID, txnID string, now int64) (bool, error) {
+	if _, err := q.Exec(ctx, `DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2 AND created_ts < $3`,
+		userID, deviceID, now-toDeviceTxnTTL); err != nil {
+		return false, fmt.Errorf("prune to-device transactions: %w", err)
+	}
 	tag, err := q.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)
 		ON CONFLICT DO NOTHING`, userID, deviceID, txnID, now)
 	if err != nil {
