@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -808,4 +809,43 @@ func userSigningSignature(ctx context.Context, q pgdb.DBTX, sess *Session, own m
 		return nil, errInvalidSignature, "the master key must be signed by the user-signing key", nil
 	}
 	return []storage.KeySignature{{TargetUserID: user, TargetKeyID: keyID, SignerUserID: sess.UserID, SignerKeyID: sigKeyID, Signature: sig}}, "", "", nil
+}
+
+// noNUL answers 400 to requests carrying a NUL character in the path, the query or a JSON
+// string of the body: PostgreSQL stores neither in TEXT nor in JSONB, and the client would
+// otherwise see a 500.
+func noNUL(fn authedHandler) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *Session) error {
+		if strings.ContainsRune(r.URL.Path, 0) || strings.Contains(r.URL.RawQuery, "%00") {
+			return mxhttp.InvalidParam("the request path must not contain NUL characters")
+		}
+		if r.Body == nil {
+			return fn(w, r, sess)
+		}
+		b, err := io.ReadAll(io.LimitReader(r.Body, mxhttp.MaxBody+1))
+		if err != nil {
+			return mxhttp.BadJSON("reading request body: %v", truncate(err.Error(), 200))
+		}
+		if hasJSONNUL(b) {
+			return mxhttp.BadJSON("the request body must not contain NUL characters")
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		return fn(w, r, sess)
+	}
+}
+
+// hasJSONNUL reports whether a JSON text holds a NUL, raw or escaped as \u0000.
+func hasJSONNUL(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case 0:
+			return true
+		case '\\':
+			if i+6 <= len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "0000" {
+				return true
+			}
+			i++ // skip the escaped character, which may be a backslash
+		}
+	}
+	return false
 }
