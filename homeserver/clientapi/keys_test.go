@@ -520,6 +520,9 @@ func TestKeysBadInput(t *testing.T) {
 	v := alice.MustDo(t, "POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": "a", "auth_data": map[string]any{}})["version"].(string)
 	goodData := map[string]any{"first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": map[string]any{}}
 
+	// An escaped backslash followed by "u0000" is text, not a NUL.
+	alice.MustDo(t, "PUT", "/_matrix/client/v3/sendToDevice/m.test/t5", `{"messages":{"`+bob.UserID+`":{"*":{"a":"\\u0000"}}}}`)
+
 	for _, tc := range []struct {
 		name, method, path string
 		body               any
@@ -558,6 +561,11 @@ func TestKeysBadInput(t *testing.T) {
 		{"backup keys: data incomplete", "PUT", "/_matrix/client/v3/room_keys/keys/!r:x/s?version=" + v, map[string]any{"first_message_index": 1}, 400, "M_MISSING_PARAM"},
 		{"backup keys: negative index", "PUT", "/_matrix/client/v3/room_keys/keys/!r:x/s?version=" + v, map[string]any{"first_message_index": -1, "forwarded_count": 0, "is_verified": false, "session_data": map[string]any{}}, 400, "M_INVALID_PARAM"},
 		{"backup keys: sessions wrong type", "PUT", "/_matrix/client/v3/room_keys/keys/!r:x?version=" + v, map[string]any{"sessions": []any{goodData}}, 400, "M_BAD_JSON"},
+		{"NUL in a path", "PUT", "/_matrix/client/v3/sendToDevice/m.test/t%00x", map[string]any{"messages": map[string]any{}}, 400, "M_INVALID_PARAM"},
+		{"NUL in a device ID", "GET", "/_matrix/client/v3/devices/%00", nil, 400, "M_INVALID_PARAM"},
+		{"NUL in to-device content", "PUT", "/_matrix/client/v3/sendToDevice/m.test/t4", `{"messages":{"` + bob.UserID + `":{"*":{"a":"\u0000"}}}}`, 400, "M_BAD_JSON"},
+		{"NUL in a key ID", "POST", "/_matrix/client/v3/keys/upload", `{"one_time_keys":{"a:\u0000":"x"}}`, 400, "M_BAD_JSON"},
+		{"NUL in auth_data", "POST", "/_matrix/client/v3/room_keys/version", `{"algorithm":"a","auth_data":{"x":"\u0000"}}`, 400, "M_BAD_JSON"},
 		{"backup keys: rooms missing", "PUT", "/_matrix/client/v3/room_keys/keys?version=" + v, map[string]any{}, 400, "M_MISSING_PARAM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
