@@ -35,14 +35,21 @@ lint:
 bench:
 	bash scripts/test.sh -run XXX -bench . -benchtime 2s ./pushgateway/ ./sidecars/... ./homeserver/bench/...
 
+VERSION ?= 0.1.0
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 images:
-	$(GO) run ./cmd/atoll-images images
+	bash scripts/minio.sh build
+	$(GO) run ./cmd/atoll-images -out out/images -version $(VERSION) -revision $(REVISION)
 
 bundle:
-	$(GO) run ./cmd/atoll-images bundle
+	bash scripts/minio.sh build
+	$(GO) run ./cmd/atoll-images -out out/images -version $(VERSION) -revision $(REVISION) -bundle out/atoll-bundle.tar
 
+# Regenerates the chart's values.yaml and values.schema.json from charts/atoll/source/.
 chart:
-	$(GO) run ./charts/chartgen
+	$(GO) run ./cmd/atoll-chartgen
 
+# Part of `make test`; this runs the chart and image tests alone.
 chart-test:
-	$(GO) test ./charts/...
+	$(GO) test ./charts/... ./images/... ./internal/secretgen ./cmd/atollctl/
