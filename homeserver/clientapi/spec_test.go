@@ -75,10 +75,10 @@ func (r *specRecorder) errcode(c *shardtest.Client, label, method, path string, 
 // records every response, and validates each body against the response schema the Matrix
 // Client-Server OpenAPI definitions give for that operation and status code
 // (testdata/openapi/validate.mjs, ajv). The definitions are read from a matrix-spec checkout
-// named by ATOLL_MATRIX_SPEC_DIR; without it the endpoints are still driven and their statuses
+// named by ATOLL_TEST_MATRIX_SPEC_DIR; without it the endpoints are still driven and their statuses
 // checked, and the schema validation is skipped (see docs/testing.md).
 func TestResponsesMatchSpec(t *testing.T) {
-	specDir := os.Getenv("ATOLL_MATRIX_SPEC_DIR")
+	specDir := os.Getenv("ATOLL_TEST_MATRIX_SPEC_DIR")
 	s := shardtest.New(t)
 	tn := s.CreateTenant(t, "spec")
 	alice := tn.Register(t, "alice")
@@ -187,8 +187,18 @@ func TestResponsesMatchSpec(t *testing.T) {
 	r.do(carol, "leave", "POST", v3+"/rooms/"+esc(room)+"/leave", map[string]any{}, 200)
 	r.do(carol, "logout", "POST", v3+"/logout", map[string]any{}, 200)
 
+	if f := os.Getenv("ATOLL_TEST_SPEC_EXCHANGES"); f != "" {
+		// Keep the exchanges for a look or a rerun of validate.mjs by hand.
+		js, err := json.MarshalIndent(r.out, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, js, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if specDir == "" {
-		t.Skipf("drove %d exchanges; ATOLL_MATRIX_SPEC_DIR is not set, so they were not validated against the "+
+		t.Skipf("drove %d exchanges; ATOLL_TEST_MATRIX_SPEC_DIR is not set, so they were not validated against the "+
 			"Client-Server OpenAPI definitions (the npm package @matrix-org/spec ships only sas-emoji.json; "+
 			"see docs/testing.md)", len(r.out))
 	}
@@ -200,7 +210,7 @@ func TestResponsesMatchSpec(t *testing.T) {
 func validateAgainstSpec(t *testing.T, specDir string, xs []exchange) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(specDir, "data", "api", "client-server")); err != nil {
-		t.Fatalf("ATOLL_MATRIX_SPEC_DIR=%s is not a matrix-spec checkout: %v", specDir, err)
+		t.Fatalf("ATOLL_TEST_MATRIX_SPEC_DIR=%s is not a matrix-spec checkout: %v", specDir, err)
 	}
 	dir := nodeDeps(t, "testdata/openapi")
 	js, err := json.Marshal(xs)
