@@ -221,5 +221,12 @@ func BenchmarkDensity(b *testing.B) {
 	row("wake (send -> /sync)", &res.Wake)
 	fmt.Fprintf(&sb, "  sent %d (errors %d), deliveries %d of %d expected, long-polls returned %d (errors %d)\n",
 		res.Sent, res.SendErrors, res.Delivered, res.Expected, res.Syncs, res.SyncErrors)
-	b.Log("\n" + sb.String())
+	// go test trims a benchmark's b.Log output to ten lines: the whole report goes to stdout,
+	// the headline figures to b.Log.
+	fmt.Print(sb.String())
+	b.Logf("%d tenants: shard RSS %.3f MiB/tenant, PostgreSQL PSS %.3f MiB/tenant, total %.3f MiB/tenant (target < 4); after eviction shard RSS %.3f MiB/tenant",
+		nTenants, perTenant(allLoaded.ShardRSS, before.ShardRSS), perTenant(allLoaded.PG.PSS, before.PG.PSS),
+		float64(allLoaded.ShardRSS+allLoaded.PG.PSS)/bench.MiB/n, perTenant(evicted.ShardRSS, before.ShardRSS))
+	b.Logf("send p50 %.1f ms p99 %.1f ms; /sync wake-up p50 %.1f ms p99 %.1f ms (%d sends, %d deliveries)",
+		bench.Ms(send.P50), bench.Ms(send.P99), bench.Ms(wake.P50), bench.Ms(wake.P99), send.N, wake.N)
 }
