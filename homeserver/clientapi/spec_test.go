@@ -79,6 +79,7 @@ func (r *specRecorder) errcode(c *shardtest.Client, label, method, path string, 
 // checked, and the schema validation is skipped (see docs/testing.md).
 func TestResponsesMatchSpec(t *testing.T) {
 	specDir := os.Getenv("ATOLL_TEST_MATRIX_SPEC_DIR")
+	t.Run("validator", testValidator)
 	s := shardtest.New(t)
 	tn := s.CreateTenant(t, "spec")
 	alice := tn.Register(t, "alice")
@@ -212,6 +213,23 @@ func validateAgainstSpec(t *testing.T, specDir string, xs []exchange) {
 	if _, err := os.Stat(filepath.Join(specDir, "data", "api", "client-server")); err != nil {
 		t.Fatalf("ATOLL_TEST_MATRIX_SPEC_DIR=%s is not a matrix-spec checkout: %v", specDir, err)
 	}
+	mismatches, out, err := runValidator(t, specDir, xs)
+	t.Logf("node validate.mjs:\n%s", out)
+	for _, m := range mismatches {
+		t.Error(m)
+	}
+	if err != nil && len(mismatches) == 0 {
+		t.Fatalf("validate.mjs: %v", err)
+	}
+	if err == nil && !strings.Contains(out, fmt.Sprintf("\nvalidated %d exchanges:", len(xs))) {
+		t.Fatalf("validate.mjs did not report validating all %d exchanges", len(xs))
+	}
+}
+
+// runValidator runs validate.mjs over xs with the definitions in specDir and returns the
+// MISMATCH lines (without the prefix), its whole output and its exit error.
+func runValidator(t *testing.T, specDir string, xs []exchange) ([]string, string, error) {
+	t.Helper()
 	dir := nodeDeps(t, "testdata/openapi")
 	js, err := json.Marshal(xs)
 	if err != nil {
@@ -229,21 +247,52 @@ func validateAgainstSpec(t *testing.T, specDir string, xs []exchange) {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	err = cmd.Run()
-	t.Logf("node validate.mjs:\n%s", out.String())
 	var mismatches []string
 	for _, l := range strings.Split(out.String(), "\n") {
-		if strings.HasPrefix(l, "MISMATCH ") {
-			mismatches = append(mismatches, strings.TrimPrefix(l, "MISMATCH "))
+		if m, ok := strings.CutPrefix(l, "MISMATCH "); ok {
+			mismatches = append(mismatches, m)
 		}
 	}
+	return mismatches, out.String(), err
+}
+
+// testValidator checks validate.mjs itself against the fixture definitions in
+// testdata/openapi/selftest, so that a broken validator cannot pass silently.
+func testValidator(t *testing.T) {
+	abs, err := filepath.Abs("testdata/openapi/selftest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const p = "/_matrix/client/v3/things/"
+	x := func(label, path string, status int, body string) exchange {
+		return exchange{Label: label, Method: "GET", Path: path, Status: status, Body: json.RawMessage(body)}
+	}
+	xs := []exchange{
+		x("good", p+"t1", 200, `{"owner":"@a:example.org","count":2}`),
+		x("wrong type", p+"t1", 200, `{"owner":"@a:example.org","count":"2"}`),
+		x("missing required", p+"t1", 200, `{"count":2}`),
+		x("bad format", p+"t1", 200, `{"owner":"alice"}`),
+		x("literal path wins", p+"special", 200, `{"special":true}`),
+		x("error via component", p+"t2", 404, `{"errcode":"M_NOT_FOUND","error":"no"}`),
+		x("undocumented status", p+"t1", 403, `{"errcode":"M_FORBIDDEN"}`),
+		x("unknown endpoint", "/_matrix/client/v3/nope", 404, `{"errcode":"M_UNRECOGNIZED"}`),
+		x("unknown endpoint bad error", "/_matrix/client/v3/nope", 404, `{"error":"no errcode"}`),
+		x("unknown endpoint ok", "/_matrix/client/v3/nope", 200, `{}`),
+	}
+	want := []string{"wrong type", "missing required", "bad format", "undocumented status", "unknown endpoint bad error"}
+	mismatches, out, err := runValidator(t, abs, xs)
+	if err == nil {
+		t.Errorf("validate.mjs exited 0 with mismatches")
+	}
+	var got []string
 	for _, m := range mismatches {
-		t.Error(m)
+		got = append(got, m[:strings.IndexByte(m, ':')])
 	}
-	if err != nil && len(mismatches) == 0 {
-		t.Fatalf("validate.mjs: %v", err)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("mismatches %q, want %q; output:\n%s", got, want, out)
 	}
-	if err == nil && !strings.Contains(out.String(), fmt.Sprintf("\nvalidated %d exchanges:", len(xs))) {
-		t.Fatalf("validate.mjs did not report validating all %d exchanges", len(xs))
+	if !strings.Contains(out, "\nvalidated 10 exchanges: 4 ok, 5 mismatched, 1 skipped") {
+		t.Errorf("summary missing; output:\n%s", out)
 	}
 }
 

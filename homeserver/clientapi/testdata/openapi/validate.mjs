@@ -4,7 +4,7 @@
 //   node validate.mjs SPEC_DIR EXCHANGES_JSON
 //
 // SPEC_DIR is a matrix-spec checkout (its data/api/client-server/*.yaml are OpenAPI 3.1
-// documents whose $refs point at other files of the checkout). EXCHANGES_JSON is an array of
+// documents, Swagger 2.0 before v1.10, whose $refs point at other files of the checkout). EXCHANGES_JSON is an array of
 // {label, method, path, status, body}. Each exchange is matched to the operation whose path
 // template (under the document's basePath) matches the request path, preferring the template
 // with the most literal segments, and its body is validated with ajv (JSON Schema 2020-12) against
@@ -125,7 +125,8 @@ for (const name of fs.readdirSync(csDir).sort()) {
 	const file = path.join(csDir, name);
 	const doc = load(file);
 	if (!doc || !doc.paths) continue;
-	const base = doc.servers?.[0]?.variables?.basePath?.default ?? "/_matrix/client/v3";
+	// OpenAPI 3 keeps the prefix in servers; older (Swagger 2.0) checkouts in basePath.
+	const base = doc.servers?.[0]?.variables?.basePath?.default ?? doc.basePath ?? "/_matrix/client/v3";
 	for (const [tmpl, item] of Object.entries(doc.paths)) {
 		for (const method of ["get", "put", "post", "delete", "patch"]) {
 			if (!item[method]) continue;
@@ -197,13 +198,15 @@ for (const x of exchanges) {
 			continue;
 		}
 		const [resp, rfile, rptr] = follow(responses[code], o.file, `${o.ptr}/responses/${escPtr(code)}`);
-		const media = resp?.content?.["application/json"];
-		if (!media || !media.schema) {
+		const schemaPtr = resp?.content?.["application/json"]?.schema
+			? `${rptr}/content/${escPtr("application/json")}/schema`
+			: resp?.schema ? `${rptr}/schema` : null; // Swagger 2.0
+		if (!schemaPtr) {
 			skipped++;
 			console.log(`SKIP ${where}: ${opName} gives no JSON schema for ${code}`);
 			continue;
 		}
-		const v = validator(rfile, `${rptr}/content/${escPtr("application/json")}/schema`);
+		const v = validator(rfile, schemaPtr);
 		if (v(x.body)) {
 			ok++;
 			console.log(`PASS ${where} [${opName}]`);
