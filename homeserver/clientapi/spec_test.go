@@ -117,6 +117,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 	r.do(alice, "invite", "POST", v3+"/rooms/"+esc(room)+"/invite", map[string]any{"user_id": bob.UserID}, 200)
 	r.do(bob, "join by id", "POST", v3+"/join/"+esc(room), map[string]any{}, 200)
 	r.do(carol, "rooms join", "POST", v3+"/rooms/"+esc(room)+"/join", map[string]any{}, 200)
+	// The spec documents 200, 403 and 429 for /join; a room this server does not know is a 404.
+	r.errcode(carol, "join unknown room", "POST", v3+"/join/"+esc("!nope:"+tn.ServerName), map[string]any{}, 404, "M_NOT_FOUND")
 	// Bob's first sync comes after his join (see the incremental sync below).
 	initial := r.do(bob, "sync initial", "GET", v3+"/sync", nil, 200)
 	sent := r.do(alice, "send", "PUT", v3+"/rooms/"+esc(room)+"/send/m.room.message/t1", map[string]any{"msgtype": "m.text", "body": "hello"}, 200)
