@@ -28,7 +28,7 @@ test-short:
 
 lint:
 	$(GO) vet ./...
-	@test -x $(CACHE)/bin/staticcheck || GOBIN=$(CACHE)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	@test -x $(CACHE)/bin/staticcheck || GOBIN=$(CACHE)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(CACHE)/bin/staticcheck ./...
 
 # Benchmarks (ratios against a baseline measured in the same run).

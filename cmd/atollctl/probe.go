@@ -20,7 +20,7 @@ func probeCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return errors.New("usage: atollctl probe [--timeout 60s] URL...")
+		return errors.New("usage: atollctl probe [--timeout 60s] URL [URL ...]")
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

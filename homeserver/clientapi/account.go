@@ -164,8 +164,7 @@ func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request, t *Te
 	if err := validLocalpart(lp, t.ServerName); err != nil {
 		return err
 	}
-	var err error
-	err = t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
+	err := t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
 		_, err := storage.GetUser(r.Context(), q, lp)
 		return err
 	})
@@ -317,12 +316,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, t *Tenant) error 
 		resp.DeviceID = randomString(10)
 	}
 	err := t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-		return storage.UpsertDevice(r.Context(), q, storage.Device{UserID: resp.UserID, DeviceID: resp.DeviceID, DisplayName: req.InitialDeviceDisplayName, LastSeenIP: clientIP(r)},
-			hashToken(resp.AccessToken), time.Now().UnixMilli())
+		if err := storage.UpsertDevice(r.Context(), q, storage.Device{UserID: resp.UserID, DeviceID: resp.DeviceID, DisplayName: req.InitialDeviceDisplayName, LastSeenIP: clientIP(r)},
+			hashToken(resp.AccessToken), time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		// A new device: the user's contacts must refetch its keys.
+		_, err := storage.MarkDeviceListChanged(r.Context(), q, resp.UserID)
+		return err
 	})
 	if err != nil {
 		return err
 	}
+	s.notifier.Notify(t.TenantID)
 	return mxhttp.JSON(w, http.StatusOK, resp)
 }
 
@@ -386,21 +391,23 @@ func (s *Server) requirePassword(r *http.Request, sess *Session, auth *uiaAuth) 
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *Session) error {
 	err := sess.T.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-		return storage.LogoutDevice(r.Context(), q, sess.UserID, sess.DeviceID)
+		return storage.RemoveDevices(r.Context(), q, sess.UserID, []string{sess.DeviceID}, "")
 	})
 	if err != nil {
 		return err
 	}
+	s.notifier.Notify(sess.T.TenantID)
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
 func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, sess *Session) error {
 	err := sess.T.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-		return storage.DeleteDevices(r.Context(), q, sess.UserID, nil, "")
+		return storage.RemoveDevices(r.Context(), q, sess.UserID, nil, "")
 	})
 	if err != nil {
 		return err
 	}
+	s.notifier.Notify(sess.T.TenantID)
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
@@ -435,7 +442,7 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, sess *Se
 			return err
 		}
 		if req.LogoutDevices == nil || *req.LogoutDevices {
-			return storage.DeleteDevices(r.Context(), q, sess.UserID, nil, sess.DeviceID)
+			return storage.RemoveDevices(r.Context(), q, sess.UserID, nil, sess.DeviceID)
 		}
 		return nil
 	})
@@ -473,7 +480,11 @@ func (s *Server) deactivate(w http.ResponseWriter, r *http.Request, sess *Sessio
 		}
 	}
 	err := sess.T.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-		return storage.DeactivateUser(r.Context(), q, sess.UserID, sess.Local)
+		if err := storage.DeactivateUser(r.Context(), q, sess.UserID, sess.Local); err != nil {
+			return err
+		}
+		_, err := storage.MarkDeviceListChanged(r.Context(), q, sess.UserID)
+		return err
 	})
 	if err != nil {
 		return err

@@ -135,14 +135,7 @@ func (s *Server) removeDevices(r *http.Request, sess *Session, ids []string) err
 	}
 	ctx := r.Context()
 	err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
-		if err := storage.DeleteDevices(ctx, q, sess.UserID, ids, ""); err != nil {
-			return err
-		}
-		if err := storage.DeleteDeviceKeyData(ctx, q, sess.UserID, ids); err != nil {
-			return err
-		}
-		_, err := storage.MarkDeviceListChanged(ctx, q, sess.UserID)
-		return err
+		return storage.RemoveDevices(ctx, q, sess.UserID, ids, "")
 	})
 	if err != nil {
 		return err

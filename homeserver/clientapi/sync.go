@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -284,17 +285,15 @@ type deviceLists struct {
 }
 
 type syncResponse struct {
-	NextBatch               string         `json:"next_batch"`
-	Rooms                   syncRooms      `json:"rooms"`
-	AccountData             eventsBlock    `json:"account_data"`
-	Presence                eventsBlock    `json:"presence"`
-	ToDevice                eventsBlock    `json:"to_device"`
-	DeviceLists             deviceLists    `json:"device_lists"`
-	OneTimeKeysCount        map[string]int `json:"device_one_time_keys_count"`
-	UnusedFallbackKeyTypes  []string       `json:"device_unused_fallback_key_types"`
-	OneTimeKeysCountLegacy  map[string]int `json:"-"`
-	hasNews                 bool
-	toDeviceMax             int64
+	NextBatch              string         `json:"next_batch"`
+	Rooms                  syncRooms      `json:"rooms"`
+	AccountData            eventsBlock    `json:"account_data"`
+	Presence               eventsBlock    `json:"presence"`
+	ToDevice               eventsBlock    `json:"to_device"`
+	DeviceLists            deviceLists    `json:"device_lists"`
+	OneTimeKeysCount       map[string]int `json:"device_one_time_keys_count"`
+	UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+	hasNews                bool
 }
 
 func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *Session) error {
@@ -743,7 +742,16 @@ func (s *Server) syncDeviceLists(ctx context.Context, q pgdb.DBTX, sess *Session
 	if err != nil {
 		return err
 	}
-	changed, err := storage.DeviceListChangesSince(ctx, q, shared, from, to)
+	sharedSet := map[string]bool{sess.UserID: true}
+	for _, u := range shared {
+		sharedSet[u] = true
+	}
+	candidates := make([]string, 0, len(sharedSet))
+	for u := range sharedSet {
+		candidates = append(candidates, u)
+	}
+	// Users whose devices changed, ourselves included even outside any room.
+	changed, err := storage.DeviceListChangesSince(ctx, q, candidates, from, to)
 	if err != nil {
 		return err
 	}
@@ -751,63 +759,57 @@ func (s *Server) syncDeviceLists(ctx context.Context, q pgdb.DBTX, sess *Session
 	for _, u := range changed {
 		set[u] = true
 	}
-	// Users who started sharing a room with us: rooms we joined, or others who joined ours.
+	// Users who started sharing a room with us: everyone in a room we joined since the
+	// token, and whoever joined one of our rooms.
 	for _, ur := range userRooms {
 		if ur.Membership != spec.Join {
 			continue
 		}
-		rows, err := q.Query(ctx, `SELECT user_id, membership FROM memberships WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3`, ur.RoomID, from, to)
+		joins, err := storage.JoinsSince(ctx, q, ur.RoomID, from, to)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var u, m string
-			if err := rows.Scan(&u, &m); err != nil {
-				rows.Close()
+		weJoined := false
+		for _, u := range joins {
+			if u == sess.UserID {
+				weJoined = true
+			} else {
+				set[u] = true
+			}
+		}
+		if weJoined {
+			members, err := storage.RoomMembers(ctx, q, ur.RoomID, spec.Join)
+			if err != nil {
 				return err
 			}
-			if m == spec.Join {
-				if u == sess.UserID {
-					members, _ := storage.RoomMembers(ctx, q, ur.RoomID, spec.Join)
-					for _, mm := range members {
-						set[mm] = true
-					}
-				} else {
-					set[u] = true
+			for _, m := range members {
+				if m != sess.UserID {
+					set[m] = true
 				}
 			}
 		}
-		rows.Close()
-	}
-	sharedSet := map[string]bool{}
-	for _, u := range shared {
-		sharedSet[u] = true
 	}
 	for u := range set {
-		if sharedSet[u] && u != sess.UserID || u == sess.UserID && set[u] {
+		if sharedSet[u] {
 			resp.DeviceLists.Changed = append(resp.DeviceLists.Changed, u)
 		}
 	}
 	// Users with whom we no longer share any room, after a leave since the token.
-	rows, err := q.Query(ctx, `SELECT DISTINCT user_id FROM memberships WHERE stream_pos > $1 AND stream_pos <= $2 AND membership IN ('leave', 'ban')
-		AND room_id IN (SELECT room_id FROM memberships WHERE user_id = $3)`, from, to, sess.UserID)
+	left, err := storage.LeftSince(ctx, q, sess.UserID, from, to)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return err
-		}
-		if !sharedSet[u] && u != sess.UserID {
+	for _, u := range left {
+		if !sharedSet[u] {
 			resp.DeviceLists.Left = append(resp.DeviceLists.Left, u)
 		}
 	}
+	sort.Strings(resp.DeviceLists.Changed)
+	sort.Strings(resp.DeviceLists.Left)
 	if len(resp.DeviceLists.Changed) > 0 || len(resp.DeviceLists.Left) > 0 {
 		resp.hasNews = true
 	}
-	return rows.Err()
+	return nil
 }
 
 func (s *Server) syncKeys(ctx context.Context, q pgdb.DBTX, sess *Session, resp *syncResponse) error {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -491,9 +490,4 @@ func relation(content []byte) (relatesTo, relType string) {
 		return c.RelatesTo.EventID, c.RelatesTo.RelType
 	}
 	return "", ""
-}
-
-// isLocal reports whether user belongs to server.
-func isLocal(user string, server spec.ServerName) bool {
-	return strings.HasSuffix(user, ":"+string(server))
 }

@@ -61,7 +61,6 @@ type entry struct {
 // hostEntry caches which tenant a host belongs to, and who owns it.
 type hostEntry struct {
 	id      string
-	owner   string
 	expires time.Time
 }
 

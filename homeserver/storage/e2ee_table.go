@@ -274,3 +274,31 @@ func UsersLeftSince(ctx context.Context, q pgdb.DBTX, userID string, from, to in
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
+
+// RemoveDevices deletes devices with their tokens, keys, signatures, queued messages and
+// pushers, and records a device-list change so the user's contacts refetch their keys. With
+// no IDs it removes every device of the user except keep.
+func RemoveDevices(ctx context.Context, q pgdb.DBTX, userID string, ids []string, keep string) error {
+	if len(ids) == 0 {
+		all, err := ListDevices(ctx, q, userID)
+		if err != nil {
+			return err
+		}
+		for _, d := range all {
+			if d.DeviceID != keep {
+				ids = append(ids, d.DeviceID)
+			}
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+	}
+	if err := DeleteDevices(ctx, q, userID, ids, keep); err != nil {
+		return err
+	}
+	if err := DeleteDeviceKeyData(ctx, q, userID, ids); err != nil {
+		return err
+	}
+	_, err := MarkDeviceListChanged(ctx, q, userID)
+	return err
+}

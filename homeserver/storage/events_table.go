@@ -373,3 +373,29 @@ func ForgottenRooms(ctx context.Context, q pgdb.DBTX, userID string) (map[string
 	}
 	return out, err
 }
+
+// JoinsSince lists users who joined a room in (from, to].
+func JoinsSince(ctx context.Context, q pgdb.DBTX, roomID string, from, to int64) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'
+		AND stream_pos > $2 AND stream_pos <= $3`, roomID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// LeftSince lists users who may have stopped sharing a room with userID in (from, to]: those
+// who left a room userID has been in, and the members of rooms userID left.
+func LeftSince(ctx context.Context, q pgdb.DBTX, userID string, from, to int64) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT user_id FROM memberships WHERE stream_pos > $1 AND stream_pos <= $2
+			AND membership IN ('leave', 'ban') AND user_id <> $3
+			AND room_id IN (SELECT room_id FROM memberships WHERE user_id = $3)
+		UNION
+		SELECT c.state_key FROM current_state c WHERE c.type = 'm.room.member' AND c.membership = 'join' AND c.state_key <> $3
+			AND c.room_id IN (SELECT room_id FROM memberships WHERE user_id = $3 AND membership IN ('leave', 'ban')
+				AND stream_pos > $1 AND stream_pos <= $2)`, from, to, userID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}

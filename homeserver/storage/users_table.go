@@ -78,6 +78,14 @@ func DeactivateUser(ctx context.Context, q pgdb.DBTX, userID, localpart string) 
 		`DELETE FROM one_time_keys WHERE user_id = $1`,
 		`DELETE FROM fallback_keys WHERE user_id = $1`,
 		`DELETE FROM pushers WHERE user_id = $1`,
+		`DELETE FROM cross_signing_keys WHERE user_id = $1`,
+		`DELETE FROM key_signatures WHERE signer_user_id = $1 OR target_user_id = $1`,
+		`DELETE FROM key_backup_keys WHERE user_id = $1`,
+		`DELETE FROM key_backup_versions WHERE user_id = $1`,
+		`DELETE FROM to_device WHERE user_id = $1`,
+		`DELETE FROM to_device_txns WHERE user_id = $1`,
+		`DELETE FROM push_rules WHERE user_id = $1`,
+		`DELETE FROM push_rule_overrides WHERE user_id = $1`,
 	} {
 		if _, err := q.Exec(ctx, stmt, userID, localpart); err != nil {
 			return fmt.Errorf("deactivate %s: %w", userID, err)
