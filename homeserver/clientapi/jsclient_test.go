@@ -82,16 +82,14 @@ func hasLine(out, want string) bool {
 
 // nodeDeps returns the absolute path of dir (relative to this package) after installing its
 // npm dependencies with scripts/npm.sh (npm ci from the committed lockfile, cached outside the
-// checkout). Without node or npm it skips, or fails when ATOLL_TEST_REQUIRE_SERVICES=1.
+// checkout). Without node it skips, or fails when ATOLL_TEST_REQUIRE_SERVICES=1.
 func nodeDeps(t testing.TB, dir string) string {
 	t.Helper()
-	for _, bin := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("ATOLL_TEST_REQUIRE_SERVICES") == "1" {
-				t.Fatalf("%s not found and ATOLL_TEST_REQUIRE_SERVICES=1 (scripts/deps.sh installs it)", bin)
-			}
-			t.Skipf("%s not found", bin)
+	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("ATOLL_TEST_REQUIRE_SERVICES") == "1" {
+			t.Fatal("node not found and ATOLL_TEST_REQUIRE_SERVICES=1 (scripts/deps.sh installs it)")
 		}
+		t.Skip("node not found")
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
