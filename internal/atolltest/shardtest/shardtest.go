@@ -47,6 +47,8 @@ func New(t testing.TB) *Shard {
 	cfg.Database.MaxConns = 10
 	cfg.Admin.Token = AdminToken
 	cfg.Log.Level = "warn"
+	// Test push gateways listen on loopback over plain HTTP.
+	cfg.Push.AllowHTTP, cfg.Push.AllowPrivate = true, true
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := process.New(ctx, cfg, log, process.Options{BcryptCost: 4})
