@@ -1,0 +1,43 @@
+// Command mkimage builds the Complement image of atoll-homeserver (package images/complement)
+// and writes it as a tarball for `docker load`: go run ./cmd/atoll-complement/mkimage.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"time"
+
+	"github.com/atoll-matrix/atoll/images/complement"
+)
+
+func main() {
+	cache := os.Getenv("ATOLL_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "atoll")
+	}
+	module := flag.String("module", ".", "module root holding cmd/")
+	work := flag.String("work", "out/build", "directory for compiled binaries")
+	cacheDir := flag.String("cache", cache, "cache directory (debs/)")
+	out := flag.String("out", "out/complement/atoll-complement.tar", "docker load tarball to write")
+	ref := flag.String("tag", "atoll-complement:latest", "image reference written into the tarball")
+	revision := flag.String("revision", "unknown", "source revision")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	img, err := complement.Build(ctx, complement.Options{ModuleDir: *module, WorkDir: *work, CacheDir: *cacheDir,
+		Version: "complement", Revision: *revision, Created: time.Unix(0, 0).UTC()})
+	if err == nil {
+		err = complement.WriteTarball(img, *ref, *out)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mkimage:", err)
+		os.Exit(1)
+	}
+	d, _ := img.Digest()
+	fmt.Printf("%s\t%s\t%s\n", *ref, d, *out)
+}
