@@ -37,12 +37,14 @@ type Server struct {
 	pool     *pgxpool.Pool
 	shard    Forgetter
 	tenants  clientapi.Resolver
+	media    *MediaBuckets
 	metrics  *mxhttp.Metrics
 }
 
 // New returns the admin API. token must be non-empty.
-func New(log *slog.Logger, reg prometheus.Registerer, token string, pool *pgxpool.Pool, registry *tenant.Registry, shard Forgetter, tenants clientapi.Resolver) *Server {
-	return &Server{log: log, token: token, pool: pool, registry: registry, shard: shard, tenants: tenants, metrics: mxhttp.NewMetrics(reg, "admin")}
+// media may be nil when no media sidecar runs beside the shard.
+func New(log *slog.Logger, reg prometheus.Registerer, token string, pool *pgxpool.Pool, registry *tenant.Registry, shard Forgetter, tenants clientapi.Resolver, media *MediaBuckets) *Server {
+	return &Server{log: log, token: token, pool: pool, registry: registry, shard: shard, tenants: tenants, media: media, metrics: mxhttp.NewMetrics(reg, "admin")}
 }
 
 // Handler serves every admin route.
@@ -155,6 +157,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return tenantErr(err)
 	}
+	if s.media != nil {
+		// The sidecar also creates a missing bucket on first upload; failing here only costs that.
+		if err := s.media.Create(r.Context(), t.ID); err != nil {
+			s.log.WarnContext(r.Context(), "create media bucket failed", "tenant", t.ID, "err", err)
+		}
+	}
 	s.log.InfoContext(r.Context(), "tenant created", "tenant", t.ID, "server_name", t.ServerName)
 	return mxhttp.JSON(w, http.StatusCreated, view(t))
 }
@@ -212,7 +220,21 @@ func (s *Server) setStatus(st tenant.Status) mxhttp.HandlerFunc {
 
 func (s *Server) purge(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
+	t, err := s.registry.Get(r.Context(), id)
+	if err != nil {
+		return tenantErr(err)
+	}
+	if t.Status != tenant.Suspended {
+		return tenantErr(tenant.ErrNotSuspended)
+	}
 	s.shard.Forget(r.Context(), id)
+	if s.media != nil {
+		// Media first: a tenant whose objects could not be deleted stays, suspended, to retry.
+		if err := s.media.Delete(r.Context(), id); err != nil {
+			return &mxhttp.Error{Status: http.StatusBadGateway, Body: spec.MatrixError{ErrCode: spec.ErrorUnknown,
+				Err: "the media sidecar could not delete the tenant's media; the tenant stays suspended, retry later"}, Err: err}
+		}
+	}
 	if err := s.registry.Purge(r.Context(), id); err != nil {
 		return tenantErr(err)
 	}

@@ -24,7 +24,16 @@ type Config struct {
 	Admin    Admin    `yaml:"admin"`
 	Tenants  Tenants  `yaml:"tenants"`
 	Push     Push     `yaml:"push"`
+	Media    Media    `yaml:"media"`
 	Log      Log      `yaml:"log"`
+}
+
+// Media names the media sidecar whose buckets follow tenants' lifecycle.
+type Media struct {
+	// URL of the media sidecar beside this shard (http://127.0.0.1:8090 in a shard pod); empty
+	// when no sidecar runs. Tenant creation creates the tenant's bucket through it, purging
+	// deletes every object and the bucket before the tenant's schema goes.
+	URL string `yaml:"url"`
 }
 
 // Push restricts where HTTP pushers may deliver: push gateway URLs come from users.

@@ -89,7 +89,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost})
 	p.client = p.Shard.Handler(api.Handler())
 	if cfg.Listen.Admin != "" {
-		p.admin = adminapi.New(log, reg, cfg.Admin.Token, pool, registry, p.Shard, p.Shard).Handler()
+		p.admin = adminapi.New(log, reg, cfg.Admin.Token, pool, registry, p.Shard, p.Shard,
+			adminapi.NewMediaBuckets(cfg.Media.URL, cfg.Admin.Token)).Handler()
 	}
 	p.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	return p, nil

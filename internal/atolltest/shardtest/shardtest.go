@@ -37,8 +37,9 @@ type Shard struct {
 
 var seq atomic.Int64
 
-// New starts a shard on loopback and stops it when the test ends.
-func New(t testing.TB) *Shard {
+// New starts a shard on loopback and stops it when the test ends; opts adjust its
+// configuration before it starts.
+func New(t testing.TB, opts ...func(*config.Config)) *Shard {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Shard.Name = fmt.Sprintf("test-%d-%d", time.Now().UnixNano()%1e6, seq.Add(1))
@@ -49,6 +50,9 @@ func New(t testing.TB) *Shard {
 	cfg.Log.Level = "warn"
 	// Test push gateways listen on loopback over plain HTTP.
 	cfg.Push.AllowHTTP, cfg.Push.AllowPrivate = true, true
+	for _, o := range opts {
+		o(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := process.New(ctx, cfg, log, process.Options{BcryptCost: 4})
