@@ -19,6 +19,19 @@ tenants:
   idle_evict: {{ $c.tenants.idleEvict }}
   max_loaded: {{ $c.tenants.maxLoaded }}
   lease_duration: {{ $c.tenants.leaseDuration }}
+push:
+  {{- $push := include "atoll.lib.names.fullname" (dict "root" .root "context" "push") }}
+  allowed_hosts:
+    - {{ $push | quote }}
+    - {{ printf "%s.%s.svc" $push .root.Release.Namespace | quote }}
+    - {{ printf "%s.%s.svc.cluster.local" $push .root.Release.Namespace | quote }}
+    {{- range $c.pushGatewayHosts }}
+    - {{ . | quote }}
+    {{- end }}
+  allow_http: true
+  allow_private: true
+media:
+  url: http://127.0.0.1:8090
 log:
   level: {{ $c.log.level }}
   format: {{ $c.log.format }}
