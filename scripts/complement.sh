@@ -78,7 +78,8 @@ require github.com/matrix-org/complement $version
 EOF
 skip_re=
 if [ -f "$out/skip.txt" ]; then
-	skip_re=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$out/skip.txt" | paste -sd'|' -)
+	# Each name anchored: ^TestA$|^TestB$ (top-level tests only).
+	skip_re=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' -e 's/.*/^&$/' "$out/skip.txt" | paste -sd'|' -)
 fi
 # Old blueprint images and containers of an interrupted run would be reused or collide.
 docker ps -aq --filter label=complement_pkg | xargs -r docker rm -f >/dev/null
