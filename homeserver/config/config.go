@@ -17,15 +17,28 @@ import (
 
 // Config is the whole atoll-homeserver configuration.
 type Config struct {
-	Shard    Shard    `yaml:"shard"`
-	Listen   Listen   `yaml:"listen"`
-	Database Database `yaml:"database"`
-	Redis    Redis    `yaml:"redis"`
-	Admin    Admin    `yaml:"admin"`
-	Tenants  Tenants  `yaml:"tenants"`
-	Push     Push     `yaml:"push"`
-	Media    Media    `yaml:"media"`
-	Log      Log      `yaml:"log"`
+	Shard      Shard      `yaml:"shard"`
+	Listen     Listen     `yaml:"listen"`
+	Database   Database   `yaml:"database"`
+	Redis      Redis      `yaml:"redis"`
+	Admin      Admin      `yaml:"admin"`
+	Tenants    Tenants    `yaml:"tenants"`
+	Push       Push       `yaml:"push"`
+	Media      Media      `yaml:"media"`
+	Federation Federation `yaml:"federation"`
+	Log        Log        `yaml:"log"`
+}
+
+// Federation configures how tenants reach other Matrix servers.
+type Federation struct {
+	// LocalURL is where any shard of this installation answers (the shards' Service); requests
+	// between tenants of the installation go there. Default: this process's client listener.
+	LocalURL string `yaml:"local_url"`
+	// Servers maps server names to base URLs, bypassing discovery (private federations, tests).
+	Servers map[string]string `yaml:"servers"`
+	// TrustRootsFile is a PEM bundle of CAs trusted for other servers' TLS certificates, in
+	// addition to the system's.
+	TrustRootsFile string `yaml:"trust_roots_file"`
 }
 
 // Media names the media sidecar whose buckets follow tenants' lifecycle.

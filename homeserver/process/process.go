@@ -5,11 +5,14 @@ package process
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,6 +23,7 @@ import (
 	"github.com/atoll-matrix/atoll/homeserver/adminapi"
 	"github.com/atoll-matrix/atoll/homeserver/clientapi"
 	"github.com/atoll-matrix/atoll/homeserver/config"
+	"github.com/atoll-matrix/atoll/homeserver/federation"
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
 	"github.com/atoll-matrix/atoll/homeserver/push"
 	"github.com/atoll-matrix/atoll/homeserver/pusher"
@@ -37,17 +41,19 @@ type Options struct {
 
 // Process is a running homeserver: its parts and listeners.
 type Process struct {
-	cfg      config.Config
-	log      *slog.Logger
-	Registry *prometheus.Registry
-	Pool     *pgxpool.Pool
-	Tenants  *tenant.Registry
-	Shard    *shard.Shard
-	Engine   *rooms.Engine
-	Notifier *notifier.Notifier
-	Typing   *typing.Tracker
-	Pusher   *pusher.Worker
-	Push     *push.Queue
+	cfg        config.Config
+	log        *slog.Logger
+	Registry   *prometheus.Registry
+	Pool       *pgxpool.Pool
+	Tenants    *tenant.Registry
+	Shard      *shard.Shard
+	Engine     *rooms.Engine
+	Notifier   *notifier.Notifier
+	Typing     *typing.Tracker
+	Pusher     *pusher.Worker
+	Push       *push.Queue
+	Federation *federation.Server
+	transport  *federation.Transport
 
 	client, admin, metrics http.Handler
 	listeners              []net.Listener
@@ -86,8 +92,25 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		MaxLoaded: cfg.Tenants.MaxLoaded, LeaseDuration: cfg.Tenants.LeaseDuration,
 		OnLoad: func(t *clientapi.Tenant) { p.Pusher.Wake(t.Store) },
 	}, log, reg, pool, registry)
+	tlsConfig, err := trustRoots(cfg.Federation.TrustRootsFile)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	p.transport, err = federation.NewTransport(registry, cfg.Federation.LocalURL, cfg.Federation.Servers, tlsConfig)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	p.Federation = federation.New(federation.Config{Log: log, Registry: reg, Pool: pool, Tenants: p.Shard, Control: registry,
+		Engine: p.Engine, Transport: p.transport})
 	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost})
-	p.client = p.Shard.Handler(api.Handler())
+	mux := http.NewServeMux()
+	fed := p.Federation.Handler()
+	mux.Handle("/_matrix/federation/", fed)
+	mux.Handle("/_matrix/key/", fed)
+	mux.Handle("/", api.Handler())
+	p.client = p.Shard.Handler(mux)
 	if cfg.Listen.Admin != "" {
 		p.admin = adminapi.New(log, reg, cfg.Admin.Token, pool, registry, p.Shard, p.Shard,
 			adminapi.NewMediaBuckets(cfg.Media.URL, cfg.Admin.Token)).Handler()
@@ -112,6 +135,9 @@ func (p *Process) Listen() error {
 	}
 	if err := open(p.cfg.Listen.Client, &p.ClientAddr); err != nil {
 		return err
+	}
+	if p.cfg.Federation.LocalURL == "" {
+		p.transport.SetLocalURL("http://" + p.ClientAddr)
 	}
 	if err := open(p.cfg.Listen.Admin, &p.AdminAddr); err != nil {
 		return err
@@ -178,4 +204,26 @@ loop:
 	p.Pool.Close()
 	p.log.Info("homeserver stopped")
 	return runErr
+}
+
+// trustRoots returns the TLS configuration for outbound federation: the system's roots plus
+// the PEM bundle at path, if any.
+func trustRoots(path string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if path == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("federation trust roots: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("federation trust roots: no certificate in %s", path)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
 }
