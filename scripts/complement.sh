@@ -86,6 +86,17 @@ docker ps -aq --filter label=complement_pkg | xargs -r docker rm -f >/dev/null
 docker images -q --filter label=complement_pkg | xargs -r docker rmi -f >/dev/null 2>&1 || true
 docker network ls -q --filter name=complement_ | xargs -r docker network rm >/dev/null 2>&1 || true
 
+# Keep the homeserver log of every failed test (server errors are logged with their cause and
+# the request ID the client saw); Complement calls this before it removes a container.
+rm -rf "$cdir/logs"
+mkdir -p "$cdir/logs"
+cat >"$cdir/post-test.sh" <<EOF
+#!/bin/sh
+[ "\$3" = true ] || exit 0
+docker logs "\$1" >"$cdir/logs/\$(echo "\$2" | tr '/ ' '__').log" 2>&1
+EOF
+chmod +x "$cdir/post-test.sh"
+
 streams=()
 for p in $pkgs; do
 	name=${p//\//_}
@@ -98,6 +109,7 @@ for p in $pkgs; do
 		args=(-json -mod=mod -count=1 -p 1 -parallel "$parallel" -timeout "$timeout")
 		[ -z "$skip_re" ] || args+=(-skip "$skip_re")
 		COMPLEMENT_BASE_IMAGE=$image COMPLEMENT_SPAWN_HS_TIMEOUT_SECS=60 CGO_ENABLED=1 \
+			COMPLEMENT_POST_TEST_SCRIPT=$cdir/post-test.sh \
 			go test "${args[@]}" "$@" "github.com/matrix-org/complement/$p" >"$json" 2>"$json.stderr" || true
 	)
 	say "$p finished in $(($(date +%s) - t0))s"
@@ -108,4 +120,4 @@ go run ./cmd/atoll-complement/summarise --out "$out" --skip "$out/skip.txt" \
 	--image "$image@$digest" --revision "$revision" \
 	--machine "$(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"), docker.io $(docker version --format '{{.Server.Version}}' 2>/dev/null)" \
 	"${streams[@]}"
-say "summary written to $out/summary.md"
+say "summary written to $out/summary.md; homeserver logs of failed tests in $cdir/logs"
