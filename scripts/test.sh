@@ -14,9 +14,21 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
-# Ports away from `make run`'s, so both can run at once.
-bash scripts/services.sh start "$dir/svc" 55433 56380
-bash scripts/minio.sh start "$dir/minio" 59001
+# Free ports, so that several runs (and `make run`) can go on at once.
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	echo "no free port found" >&2
+	return 1
+}
+bash scripts/services.sh start "$dir/svc" "$(free_port)" "$(free_port)"
+bash scripts/minio.sh start "$dir/minio" "$(free_port)"
 set -a
 . "$dir/svc/env"
 . "$dir/minio/env"

@@ -416,16 +416,20 @@ func (w *writer) persist(ctx context.Context, ev gomatrixserverlib.PDU, req Requ
 			return Persisted{}, err
 		}
 	}
-	if err := storage.InsertEvent(ctx, q, row); err != nil {
-		return Persisted{}, err
-	}
 	group := w.room.StateGroup
+	var t storage.StateKeyTuple
 	if sk := ev.StateKey(); sk != nil {
-		t := storage.StateKeyTuple{Type: ev.Type(), StateKey: *sk}
+		t = storage.StateKeyTuple{Type: ev.Type(), StateKey: *sk}
 		group, err = storage.InsertStateGroup(ctx, q, w.room.RoomID, w.room.StateGroup, map[storage.StateKeyTuple]string{t: ev.EventID()})
 		if err != nil {
 			return Persisted{}, err
 		}
+	}
+	row.StateAfter = group
+	if err := storage.InsertEvent(ctx, q, row); err != nil {
+		return Persisted{}, err
+	}
+	if sk := ev.StateKey(); sk != nil {
 		membership := ""
 		if ev.Type() == spec.MRoomMember {
 			membership, _ = ev.Membership()

@@ -22,11 +22,25 @@ type EventRow struct {
 	Depth           int64
 	JSON            []byte
 	StateBefore     int64
+	StateAfter      int64
+	// Outlier events are known (auth chains, state from a join) but not part of the timeline.
+	Outlier bool
+	// SoftFailed events passed the auth rules at their place in the DAG but not against the
+	// current state: stored, never shown or built upon.
+	SoftFailed      bool
+	Origin          string
 	RedactedBecause string
 	RelatesTo       string
 	RelType         string
 	TxnDevice       string
 	TxnID           string
+}
+
+func nullableID(id int64) *int64 {
+	if id == 0 {
+		return nil
+	}
+	return &id
 }
 
 func nullable(s string) *string {
@@ -38,15 +52,12 @@ func nullable(s string) *string {
 
 // InsertEvent stores an event.
 func InsertEvent(ctx context.Context, q pgdb.DBTX, e EventRow) error {
-	var stateBefore *int64
-	if e.StateBefore != 0 {
-		stateBefore = &e.StateBefore
-	}
 	_, err := q.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts,
-			depth, json, state_before, relates_to, rel_type, txn_device, txn_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			depth, json, state_before, state_after, outlier, soft_failed, origin, relates_to, rel_type, txn_device, txn_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.OriginServerTS, e.Depth, string(e.JSON),
-		stateBefore, nullable(e.RelatesTo), nullable(e.RelType), nullable(e.TxnDevice), nullable(e.TxnID))
+		nullableID(e.StateBefore), nullableID(e.StateAfter), e.Outlier, e.SoftFailed, nullable(e.Origin),
+		nullable(e.RelatesTo), nullable(e.RelType), nullable(e.TxnDevice), nullable(e.TxnID))
 	if pgdb.IsUniqueViolation(err) {
 		return fmt.Errorf("event %s: %w", e.EventID, ErrExists)
 	}
@@ -57,14 +68,16 @@ func InsertEvent(ctx context.Context, q pgdb.DBTX, e EventRow) error {
 }
 
 const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json,
-	coalesce(state_before, 0), coalesce(redacted_because, ''), coalesce(relates_to, ''), coalesce(rel_type, ''),
+	coalesce(state_before, 0), coalesce(state_after, 0), outlier, soft_failed, coalesce(origin, ''),
+	coalesce(redacted_because, ''), coalesce(relates_to, ''), coalesce(rel_type, ''),
 	coalesce(txn_device, ''), coalesce(txn_id, '')`
 
 func scanEvent(row pgx.Row) (EventRow, error) {
 	var e EventRow
 	var js string
 	err := row.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.OriginServerTS, &e.Depth,
-		&js, &e.StateBefore, &e.RedactedBecause, &e.RelatesTo, &e.RelType, &e.TxnDevice, &e.TxnID)
+		&js, &e.StateBefore, &e.StateAfter, &e.Outlier, &e.SoftFailed, &e.Origin,
+		&e.RedactedBecause, &e.RelatesTo, &e.RelType, &e.TxnDevice, &e.TxnID)
 	e.JSON = []byte(js)
 	return e, noRows(err)
 }
@@ -110,12 +123,13 @@ func RoomEvents(ctx context.Context, q pgdb.DBTX, roomID string, from, to int64,
 		order = "DESC"
 	}
 	return collectEvents(q.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
-		ORDER BY stream_pos `+order+` LIMIT $4`, roomID, from, to, limit))
+		AND NOT outlier AND NOT soft_failed ORDER BY stream_pos `+order+` LIMIT $4`, roomID, from, to, limit))
 }
 
 // RoomsWithEvents returns, of the given rooms, those with events in (from, to].
 func RoomsWithEvents(ctx context.Context, q pgdb.DBTX, roomIDs []string, from, to int64) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT DISTINCT room_id FROM events WHERE room_id = ANY($1) AND stream_pos > $2 AND stream_pos <= $3`, roomIDs, from, to)
+	rows, err := q.Query(ctx, `SELECT DISTINCT room_id FROM events WHERE room_id = ANY($1) AND stream_pos > $2 AND stream_pos <= $3
+		AND NOT outlier AND NOT soft_failed`, roomIDs, from, to)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +139,7 @@ func RoomsWithEvents(ctx context.Context, q pgdb.DBTX, roomIDs []string, from, t
 // Relations lists events relating to eventID, newest first.
 func Relations(ctx context.Context, q pgdb.DBTX, roomID, eventID, relType, evType string, from int64, limit int) ([]EventRow, error) {
 	return collectEvents(q.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND relates_to = $2
-		AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND ($5 = 0 OR stream_pos < $5)
+		AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND ($5 = 0 OR stream_pos < $5) AND NOT outlier AND NOT soft_failed
 		ORDER BY stream_pos DESC LIMIT $6`, roomID, eventID, relType, evType, from, limit))
 }
 
@@ -398,4 +412,10 @@ func LeftSince(ctx context.Context, q pgdb.DBTX, userID string, from, to int64) 
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// SetStateAfter records the state group after an event, once it is known.
+func SetStateAfter(ctx context.Context, q pgdb.DBTX, eventID string, group int64) error {
+	_, err := q.Exec(ctx, `UPDATE events SET state_after = $2 WHERE event_id = $1`, eventID, nullableID(group))
+	return err
 }
