@@ -96,37 +96,18 @@ func (r *Run) WriteMarkdown(w io.Writer, m Meta, skips []SkipEntry) error {
 		p("   %s%s", strings.Join(names, ", "), more)
 	}
 	p("")
+	p("## Server errors")
+	p("")
+	p("Requests by Complement's client answered 5xx, by route shape and status (requests, not tests).")
+	p("")
+	counts(p, r.ServerErrors)
+	p("")
 	p("## Endpoints answered 404")
 	p("")
-	p("Requests by Complement's client that got 404, by route shape (counts are requests, not tests).")
+	p("Requests by Complement's client answered 404, by route shape (requests, not tests): mostly")
+	p("endpoints Atoll does not serve (yet).")
 	p("")
-	type nf struct {
-		route string
-		n     int
-	}
-	var nfs []nf
-	for k, v := range r.NotFound {
-		nfs = append(nfs, nf{k, v})
-	}
-	slices.SortFunc(nfs, func(a, b nf) int {
-		if a.n != b.n {
-			return b.n - a.n
-		}
-		return strings.Compare(a.route, b.route)
-	})
-	if len(nfs) == 0 {
-		p("None.")
-	} else {
-		p("| requests | route |")
-		p("|---:|---|")
-		for i, x := range nfs {
-			if i == 40 {
-				p("| … | %d more routes |", len(nfs)-i)
-				break
-			}
-			p("| %d | `%s` |", x.n, x.route)
-		}
-	}
+	counts(p, r.NotFound)
 	p("")
 	p("## Skip list")
 	p("")
@@ -163,4 +144,35 @@ func (r *Run) WriteMarkdown(w io.Writer, m Meta, skips []SkipEntry) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// counts writes a table of request counts by route, largest first.
+func counts(p func(string, ...any), m map[string]int) {
+	type nf struct {
+		route string
+		n     int
+	}
+	var nfs []nf
+	for k, v := range m {
+		nfs = append(nfs, nf{k, v})
+	}
+	slices.SortFunc(nfs, func(a, b nf) int {
+		if a.n != b.n {
+			return b.n - a.n
+		}
+		return strings.Compare(a.route, b.route)
+	})
+	if len(nfs) == 0 {
+		p("None.")
+		return
+	}
+	p("| requests | route |")
+	p("|---:|---|")
+	for i, x := range nfs {
+		if i == 50 {
+			p("| … | %d more routes |", len(nfs)-i)
+			return
+		}
+		p("| %d | `%s` |", x.n, x.route)
+	}
 }

@@ -53,8 +53,10 @@ type Run struct {
 	Tests    []*Test
 	// NotFound counts requests answered 404, by method and path template.
 	NotFound map[string]int
-	Start    time.Time
-	End      time.Time
+	// ServerErrors counts requests answered 5xx, by method and path template.
+	ServerErrors map[string]int
+	Start        time.Time
+	End          time.Time
 }
 
 type event struct {
@@ -69,7 +71,7 @@ type event struct {
 // Read parses one `go test -json` stream into r.
 func (r *Run) Read(in io.Reader) error {
 	if r.NotFound == nil {
-		r.NotFound = map[string]int{}
+		r.NotFound, r.ServerErrors = map[string]int{}, map[string]int{}
 	}
 	tests := map[string]*Test{}
 	pkgs := map[string]*Package{}
@@ -128,28 +130,40 @@ func (r *Run) Read(in io.Reader) error {
 			t.Result, t.Elapsed = e.Action, e.Elapsed
 		case "output":
 			t.output = append(t.output, e.Output)
-			if m := csapiLine.FindStringSubmatch(e.Output); m != nil && m[3] == "404" {
-				r.NotFound[m[1]+" "+PathTemplate(m[2])]++
+			if m := csapiLine.FindStringSubmatch(e.Output); m != nil {
+				switch {
+				case m[3] == "404":
+					r.NotFound[m[1]+" "+PathTemplate(m[2])]++
+				case m[3][0] == '5':
+					r.ServerErrors[m[1]+" "+PathTemplate(m[2])+" "+m[3]]++
+				}
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return err
 	}
+	failed := func(t *Test) bool { return t.Result == Fail || t.Result == NoResult }
 	for _, t := range r.Tests {
-		if t.Result == Fail || t.Result == NoResult {
-			t.Failure = firstFailure(t.output)
+		if failed(t) {
+			t.Failure = assertionFailure(t.output)
 		}
 	}
-	// A parent without a message of its own takes its first failed child's.
+	// A parent without an assertion of its own takes its first failed child's; what is
+	// left gets the first line that looks like an error (Complement prints the container's
+	// log into a failed test's output, so this comes last).
 	for _, t := range r.Tests {
-		if (t.Result == Fail || t.Result == NoResult) && t.Failure == "" {
-			for _, c := range r.Tests {
-				if c.Package == t.Package && strings.HasPrefix(c.Name, t.Name+"/") && c.Failure != "" {
-					t.Failure = c.Failure
-					break
-				}
+		if !failed(t) || t.Failure != "" {
+			continue
+		}
+		for _, c := range r.Tests {
+			if c.Package == t.Package && strings.HasPrefix(c.Name, t.Name+"/") && c.Failure != "" {
+				t.Failure = c.Failure
+				break
 			}
+		}
+		if t.Failure == "" {
+			t.Failure = errorLine(t.output)
 		}
 		if t.Result == NoResult && t.Failure == "" {
 			t.Failure = "no result: the package ended (timeout or crash) while the test ran"
@@ -172,18 +186,25 @@ var (
 	numbers    = regexp.MustCompile(`\b\d+(\.\d+)?(ms|s|µs)?\b`)
 	bodyTail   = regexp.MustCompile(`(?s)( - body:| body:| => ).*$`)
 	spaces     = regexp.MustCompile(`\s+`)
+	errcode    = regexp.MustCompile(`"errcode":\s*"([A-Z_]+)"`)
+	statusWord = regexp.MustCompile(`\b(status|want|code) ([1-5]\d\d)\b`)
 	httpStatus = regexp.MustCompile(`\b([1-5]\d\d) ([A-Z][a-z]+)`)
 	statusMark = regexp.MustCompile(`HTTP_(\d+)_`)
 )
 
-// firstFailure returns the first error message of a test's output, normalised: Complement
-// prints its assertion failures in red; otherwise the first line that looks like an error.
-func firstFailure(out []string) string {
+// assertionFailure returns a test's first assertion failure, normalised: Complement prints
+// them in red.
+func assertionFailure(out []string) string {
 	for _, l := range out {
 		if strings.Contains(l, ansiRed) {
 			return Normalise(l)
 		}
 	}
+	return ""
+}
+
+// errorLine returns the first output line that looks like an error, normalised.
+func errorLine(out []string) string {
 	for _, l := range out {
 		low := strings.ToLower(l)
 		if strings.HasPrefix(strings.TrimSpace(l), "---") || strings.HasPrefix(strings.TrimSpace(l), "===") || strings.Contains(l, "[CSAPI]") {
@@ -202,6 +223,7 @@ func Normalise(s string) string {
 	s = ansi.ReplaceAllString(s, "")
 	s = fileLine.ReplaceAllString(s, "")
 	s = urlHost.ReplaceAllString(s, "")
+	s = PathsToTemplates(s)
 	s = matrixIDs.ReplaceAllString(s, "<id>")
 	s = longTokens.ReplaceAllString(s, "<token>")
 	if i := strings.Index(s, "returned non-2xx code: "); i >= 0 {
@@ -211,6 +233,13 @@ func Normalise(s string) string {
 			rest = rest[:j]
 		}
 		s = s[:i] + "returned non-2xx code: " + rest
+	} else if i := strings.Index(s, " => {"); i >= 0 {
+		// MatchResponse: keep the request, the statuses and the error code of the body.
+		tail := ""
+		if m := errcode.FindStringSubmatch(s[i:]); m != nil {
+			tail = " => " + m[1]
+		}
+		s = s[:i] + tail
 	} else {
 		s = bodyTail.ReplaceAllStringFunc(s, func(m string) string {
 			if len(m) > 160 {
@@ -219,9 +248,9 @@ func Normalise(s string) string {
 			return m
 		})
 	}
-	s = PathsToTemplates(s)
 	// HTTP statuses ("404 Not Found") survive the number folding.
 	s = httpStatus.ReplaceAllString(s, "HTTP_${1}_ $2")
+	s = statusWord.ReplaceAllString(s, "$1 HTTP_${2}_")
 	s = numbers.ReplaceAllString(s, "N")
 	s = statusMark.ReplaceAllString(s, "$1")
 	s = strings.TrimSpace(spaces.ReplaceAllString(s, " "))
@@ -231,45 +260,49 @@ func Normalise(s string) string {
 	return s
 }
 
-var matrixPath = regexp.MustCompile(`/_matrix/[^\s"'),]*`)
+var matrixPath = regexp.MustCompile(`/_(matrix|synapse)/[^\s"']*`)
 
 // PathsToTemplates replaces every Matrix API path in s by its template.
 func PathsToTemplates(s string) string {
 	return matrixPath.ReplaceAllStringFunc(s, PathTemplate)
 }
 
-// PathTemplate turns a request path into its route shape: IDs, event types, state keys,
-// transaction IDs and other variable segments become {}.
+// PathTemplate turns a request path into its route shape: segments that look like Matrix
+// IDs, numbers or random tokens become {}.
 func PathTemplate(p string) string {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
 	segs := strings.Split(p, "/")
-	fixed := map[string]bool{}
-	for _, w := range strings.Fields(`_matrix client federation media key r0 v1 v2 v3 unstable rooms room user users
-		profile displayname avatar_url send state event events messages context members joined_members
-		join leave invite kick ban unban forget redact receipt read_markers typing account_data tags
-		directory list alias aliases publicRooms room_keys keys version sendToDevice devices delete_devices
-		pushrules global override underride sender content enabled actions sync filter createRoom
-		register login logout all whoami password deactivate 3pid capabilities versions upgrade
-		report relations threads hierarchy timestamp_to_event thumbnail download upload config preview_url
-		query claim changes signatures device_signing upload search notifications pushers set
-		user_directory voip turnServer openid request_token joined_rooms initialSync presence status
-		email msisdn available auth_metadata well-known admin_ _synapse server_notice make_join send_join
-		make_leave send_leave make_knock send_knock get_missing_events backfill state_ids exchange_third_party_invite
-		knock m.login.sso redirect fallback web consent`) {
-		fixed[w] = true
-	}
 	for i, s := range segs {
-		if s == "" || fixed[s] || (i > 0 && segs[i-1] == "_matrix") {
-			continue
+		if variableSegment(s) {
+			segs[i] = "{}"
 		}
-		if strings.HasPrefix(s, "org.") || strings.HasPrefix(s, "io.") || strings.HasPrefix(s, "uk.") {
-			continue // unstable prefixes
-		}
-		segs[i] = "{}"
 	}
 	return strings.Join(segs, "/")
+}
+
+func variableSegment(s string) bool {
+	if s == "" {
+		return false
+	}
+	if strings.ContainsAny(s, "!@$#%:") {
+		return true
+	}
+	digits, letters := 0, 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			letters++
+		}
+	}
+	if digits > 0 && letters == 0 {
+		return true
+	}
+	// Random tokens: long, mixed letters and digits, no dots (event types have them).
+	return len(s) >= 10 && digits > 0 && letters > 0 && !strings.ContainsAny(s, "._")
 }
 
 // Totals counts results.
