@@ -31,25 +31,33 @@ wrapper_script() {
 # capability bounding set, from a container's OCI config, then run the real runc.
 for r in /usr/sbin/runc /usr/bin/runc; do [ -x "$r" ] && real=$r && break; done
 [ -n "${real:-}" ] || { echo "atoll runc wrapper: no runc in /usr/sbin or /usr/bin" >&2; exit 127; }
-bundle=. create=
+# create/run read the container's config.json from the bundle; exec reads a process.json
+# given with --process. Both carry the capability lists.
+bundle=. create= process=
 prev=
 for a in "$@"; do
-	case "$prev" in --bundle|-b) bundle=$a ;; esac
+	case "$prev" in
+	--bundle | -b) bundle=$a ;;
+	--process | -p) process=$a ;;
+	esac
 	case "$a" in
 	--bundle=*) bundle=${a#--bundle=} ;;
-	create|run) create=1 ;;
+	--process=*) process=${a#--process=} ;;
+	create | run) create=1 ;;
 	esac
 	prev=$a
 done
-if [ -n "$create" ] && [ -f "$bundle/config.json" ]; then
-	tmp="$bundle/config.json.atoll.$$"
-	if jq -c 'if .process.capabilities then .process.capabilities |= with_entries(.value |= (if type == "array" then map(select(. != "CAP_SYS_RESOURCE")) else . end)) else . end' \
-		"$bundle/config.json" >"$tmp"; then
-		mv "$tmp" "$bundle/config.json"
+drop() { # drop FILE JQ-PATH
+	[ -f "$1" ] || return 0
+	tmp="$1.atoll.$$"
+	if jq -c "if $2 then $2 |= with_entries(.value |= (if type == \"array\" then map(select(. != \"CAP_SYS_RESOURCE\")) else . end)) else . end" "$1" >"$tmp"; then
+		mv "$tmp" "$1"
 	else
 		rm -f "$tmp"
 	fi
-fi
+}
+[ -z "$create" ] || drop "$bundle/config.json" .process.capabilities
+[ -z "$process" ] || drop "$process" .capabilities
 exec "$real" "$@"
 EOF
 }

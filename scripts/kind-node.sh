@@ -283,7 +283,6 @@ node_image() {
 	docker import \
 		-c 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
 		-c 'ENV container=docker' \
-		-c 'STOPSIGNAL SIGRTMIN+3' \
 		"$tar" "$ref" >/dev/null
 	step_done
 	echo "$ref"
