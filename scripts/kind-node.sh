@@ -51,7 +51,7 @@ ensure_tools() {
 		step_done
 	fi
 	if [ ! -d "$kindsrc/images/base/files" ]; then
-		(cd "$root" && go mod download sigs.k8s.io/kind@$KIND_VERSION 2>/dev/null) || (cd /tmp && GOFLAGS=-mod=mod go mod download sigs.k8s.io/kind@$KIND_VERSION)
+		(cd /tmp && GOFLAGS= go mod download sigs.k8s.io/kind@$KIND_VERSION)
 	fi
 }
 
@@ -92,7 +92,7 @@ k8s_bins() {
 		step "building Kubernetes $K8S_VERSION binaries (cold: ~25-35 min on 2 cores)"
 		mkdir -p "$src"
 		local mod
-		mod=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod)
+		mod=$(cd /tmp && GOFLAGS= go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod)
 		{
 			echo "module atoll.invalid/kindnode-k8s"
 			echo
@@ -147,7 +147,7 @@ pause_bin() {
 		step "compiling pause from k8s.io/kubernetes@$K8S_VERSION/build/pause"
 		mkdir -p "$(dirname "$bin")"
 		local srcdir
-		srcdir=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .Dir)/build/pause/linux
+		srcdir=$(cd /tmp && GOFLAGS= go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .Dir)/build/pause/linux
 		gcc -Os -Wall -Werror -static -DVERSION=3.10-atoll -o "$bin" "$srcdir/pause.c"
 		step_done
 	fi

@@ -11,14 +11,17 @@
 //	go run ./images/kindnode bundle -layout DIR -registry HOST -out TAR
 //
 // converts an atoll-images OCI layout (index.json names each image atoll-matrix/<image>:<version>)
-// into one archive whose images are named HOST/atoll-matrix/<image>:<version>, for
-// `kind load image-archive`. The e2e suite (e2e/) calls it through scripts/e2e.sh.
+// into one OCI archive whose images are named HOST/atoll-matrix/<image>:<version> and
+// HOST/atoll-matrix/<image>@<digest>, for `kind load image-archive`. The e2e suite (e2e/) calls it through scripts/e2e.sh.
 package main
 
 import (
+	"archive/tar"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -32,10 +35,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/atoll-matrix/atoll/images/assemble"
 	"github.com/atoll-matrix/atoll/images/layer"
 )
-
-const refAnnotation = "org.opencontainers.image.ref.name"
 
 func main() {
 	if len(os.Args) < 2 {
@@ -121,13 +123,28 @@ func binaryImage(src, dst string, entrypoint []string) (v1.Image, error) {
 	return configure(img, entrypoint)
 }
 
+// kubeProxyStart stands in for kube-proxy (the DaemonSet runs /usr/local/bin/kube-proxy): like
+// the upstream image's iptables-wrapper, it makes iptables the variant (legacy or nft) that
+// already holds the node's rules, then runs the real binary.
+const kubeProxyStart = `#!/bin/sh
+legacy=$( (iptables-legacy-save; ip6tables-legacy-save) 2>/dev/null | grep -c '^-')
+nft=$( (iptables-nft-save; ip6tables-nft-save) 2>/dev/null | grep -c '^-')
+mode=nft
+[ "${legacy:-0}" -gt "${nft:-0}" ] && mode=legacy
+for t in iptables ip6tables; do update-alternatives --set "$t" "/usr/sbin/$t-$mode" >/dev/null; done
+exec /usr/local/bin/kube-proxy.bin "$@"
+`
+
 func kubeProxyImage(src, rootfs string) (v1.Image, error) {
 	base, err := tarball.LayerFromFile(rootfs)
 	if err != nil {
 		return nil, err
 	}
 	t := &layer.Tree{}
-	if err := t.AddHostFile(src, "/usr/local/bin/kube-proxy", 0o755); err != nil {
+	if err := t.AddHostFile(src, "/usr/local/bin/kube-proxy.bin", 0o755); err != nil {
+		return nil, err
+	}
+	if err := t.AddFile("/usr/local/bin/kube-proxy", 0o755, []byte(kubeProxyStart)); err != nil {
 		return nil, err
 	}
 	l, err := t.Layer(time.Unix(0, 0))
@@ -162,11 +179,11 @@ func bundle(args []string) error {
 	if *dir == "" || *registry == "" || *out == "" {
 		return errors.New("bundle: -layout, -registry and -out are required")
 	}
-	p, err := layout.FromPath(*dir)
+	src, err := layout.FromPath(*dir)
 	if err != nil {
 		return err
 	}
-	idx, err := p.ImageIndex()
+	idx, err := src.ImageIndex()
 	if err != nil {
 		return err
 	}
@@ -174,11 +191,22 @@ func bundle(args []string) error {
 	if err != nil {
 		return err
 	}
-	imgs := map[name.Reference]v1.Image{}
+	tmp, err := os.MkdirTemp(filepath.Dir(*out), ".kindnode-bundle-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	dst, err := layout.Write(tmp, empty.Index)
+	if err != nil {
+		return err
+	}
+	// Each image is listed twice, named by tag and by digest: containerd's CRI resolves only
+	// names it has, and values-bundle.yaml pins every image by digest. The manifests are copied
+	// as they are, so the digests stay the ones in images.lock.yaml.
 	for _, d := range m.Manifests {
-		ref := d.Annotations[refAnnotation]
+		ref := d.Annotations[assemble.AnnotationRefName]
 		if ref == "" || !strings.Contains(ref, ":") {
-			return fmt.Errorf("%s: manifest %s has no %s <repository>:<tag> annotation", *dir, d.Digest, refAnnotation)
+			return fmt.Errorf("%s: manifest %s has no %s <repository>:<tag> annotation", *dir, d.Digest, assemble.AnnotationRefName)
 		}
 		tag, err := name.NewTag(*registry + "/" + ref)
 		if err != nil {
@@ -188,13 +216,75 @@ func bundle(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", ref, err)
 		}
-		imgs[tag] = img
+		byDigest := tag.Context().Digest(d.Digest.String())
+		for _, n := range []string{tag.Name(), byDigest.Name()} {
+			if err := dst.AppendImage(img, layout.WithAnnotations(map[string]string{containerdName: n})); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(os.Stderr, "kindnode: %s (%s)\n", tag, d.Digest)
 	}
-	if len(imgs) == 0 {
+	if len(m.Manifests) == 0 {
 		return fmt.Errorf("%s: no images", *dir)
 	}
-	return writeArchive(*out, imgs)
+	return tarDir(tmp, *out)
+}
+
+// containerdName is the index annotation `ctr images import` takes an image's name from.
+const containerdName = "io.containerd.image.name"
+
+// tarDir writes the files under dir into a tar archive at file.
+func tarDir(dir, file string) error {
+	f, err := os.Create(file + ".tmp")
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		h, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		if e.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if e.IsDir() {
+			return nil
+		}
+		r, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = io.Copy(tw, r)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(file + ".tmp")
+		return err
+	}
+	return os.Rename(file+".tmp", file)
 }
 
 func writeArchive(file string, imgs map[name.Reference]v1.Image) error {
