@@ -19,23 +19,28 @@ const trace = process.env.ATOLL_JS_TRACE === "1";
 logger.setLevel(process.env.ATOLL_JS_LOG || "error", false);
 if (!process.env.ATOLL_JS_LOG) console.debug = () => {}; // the Rust crypto's DEBUG tracing
 
-// fetchFn logs every request with its status when ATOLL_JS_TRACE=1, and the bodies of the
-// key and to-device endpoints and the E2EE parts of /sync.
-async function fetchFn(input, init) {
+// fetchAs returns a fetch function that, when ATOLL_JS_TRACE=1, logs every request of who
+// with its status and timing, and the bodies of the key and to-device endpoints and the E2EE
+// parts of /sync.
+const fetchAs = (who) => async (input, init) => {
+	const t0 = Date.now();
 	const res = await fetch(input, init);
 	if (!trace) return res;
 	const u = new URL(input instanceof Request ? input.url : String(input));
 	const path = u.pathname.replace("/_matrix/client/", "");
-	let line = `${init?.method || "GET"} ${u.host} ${path}${u.search.includes("since") ? " (incremental)" : ""} -> ${res.status}`;
+	let line = `${who} ${init?.method || "GET"} ${u.host} ${path}${u.search.includes("since") ? ` (since ${u.searchParams.get("since")}, timeout ${u.searchParams.get("timeout")})` : ""} -> ${res.status} in ${Date.now() - t0} ms`;
 	if (/keys|sendToDevice/.test(path) || res.status >= 400) {
 		line += ` req=${trunc(init?.body)} res=${trunc(await res.clone().text())}`;
 	} else if (path.endsWith("/sync")) {
 		const b = await res.clone().json();
-		line += ` device_lists=${JSON.stringify(b.device_lists)} to_device=${trunc(JSON.stringify(b.to_device))} otk=${JSON.stringify(b.device_one_time_keys_count)}`;
+		const rooms = Object.entries(b.rooms?.join || {}).map(([id, r]) =>
+			`${id.slice(0, 8)}:[${(r.timeline?.events || []).map((e) => `${e.type}${e.state_key ? `(${e.state_key.slice(0, 6)} ${e.content?.membership || ""})` : ""}`).join(" ")}]`);
+		const inv = Object.keys(b.rooms?.invite || {}).map((id) => id.slice(0, 8));
+		line += ` next_batch=${b.next_batch} join=${rooms.join(" ")} invite=${inv} device_lists=${JSON.stringify(b.device_lists)} to_device=${trunc(JSON.stringify(b.to_device))} otk=${JSON.stringify(b.device_one_time_keys_count)}`;
 	}
-	console.log(`  http ${line}`);
+	console.log(`  [${((Date.now() - started) / 1000).toFixed(1)}s] http ${line}`);
 	return res;
-}
+};
 
 function trunc(s) {
 	if (typeof s !== "string") return String(s);
@@ -87,7 +92,7 @@ function waitFor(emitter, event, what, test) {
 // password on a new device and returns a client for that device.
 async function account(baseUrl, localpart) {
 	const password = `pw-${localpart}-${Math.random().toString(36).slice(2)}`;
-	const anon = sdk.createClient({ baseUrl, fetchFn });
+	const anon = sdk.createClient({ baseUrl, fetchFn: fetchAs(localpart) });
 	const reg = await anon.registerRequest({
 		username: localpart,
 		password,
@@ -111,7 +116,7 @@ async function account(baseUrl, localpart) {
 		deviceId: login.device_id,
 		accessToken: login.access_token,
 		timelineSupport: true,
-		fetchFn,
+		fetchFn: fetchAs(localpart),
 	});
 }
 
@@ -314,7 +319,7 @@ async function main() {
 	const seenRooms = Object.keys(carolSync.rooms?.join || {}).concat(Object.keys(carolSync.rooms?.invite || {}));
 	check(seenRooms.length === 0, `carol's sync lists rooms ${seenRooms}`);
 	// A tenant A token is unknown on tenant B.
-	const aliceOnB = sdk.createClient({ baseUrl: urlB, userId: aliceId, accessToken: alice.getAccessToken(), fetchFn });
+	const aliceOnB = sdk.createClient({ baseUrl: urlB, userId: aliceId, accessToken: alice.getAccessToken(), fetchFn: fetchAs("alice-on-B") });
 	await expectMatrixError("alice's token on tenant B", aliceOnB.whoami(), [401]);
 	step("tenant B is isolated from tenant A");
 
