@@ -117,6 +117,7 @@ done
 
 # 5. Summary.
 go run ./cmd/atoll-complement/summarise --out "$out" --skip "$out/skip.txt" \
+	--src "$(go env GOMODCACHE)/github.com/matrix-org/complement@$version" \
 	--image "$image@$digest" --revision "$revision" \
 	--machine "$(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"), docker.io $(docker version --format '{{.Server.Version}}' 2>/dev/null)" \
 	"${streams[@]}"

@@ -72,6 +72,29 @@ func (r *Run) WriteMarkdown(w io.Writer, m Meta, skips []SkipEntry) error {
 		}
 	}
 	p("")
+	if areas := r.Areas(); len(areas) > 0 {
+		p("## Failures by feature area")
+		p("")
+		p("Top-level tests per Complement source file, most failures first.")
+		p("")
+		p("| package | file | fail | pass | skip |")
+		p("|---|---|---:|---:|---:|")
+		for _, a := range areas {
+			if a.Totals.Fail+a.Totals.NoResult == 0 {
+				continue
+			}
+			p("| %s | %s | %d | %d | %d |", a.Package, a.File, a.Totals.Fail+a.Totals.NoResult, a.Totals.Pass, a.Totals.Skip)
+		}
+		p("")
+		clean := 0
+		for _, a := range areas {
+			if a.Totals.Fail+a.Totals.NoResult == 0 {
+				clean++
+			}
+		}
+		p("%d further files have no failing test.", clean)
+		p("")
+	}
 	p("## Largest failure groups")
 	p("")
 	p("Failed top-level tests grouped by their first error message (IDs, hosts and numbers normalised).")

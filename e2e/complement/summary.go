@@ -33,7 +33,9 @@ type Test struct {
 	// Failure is the first error message of a failed test (for a parent test whose own
 	// output has none, the first of its failed subtests), normalised for grouping.
 	Failure string
-	output  []string
+	// File is the Complement source file defining the top-level test (the feature area).
+	File   string
+	output []string
 }
 
 // TopLevel reports whether t is a top-level test.
@@ -184,6 +186,7 @@ var (
 	matrixIDs  = regexp.MustCompile(`[!@$#][A-Za-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?|\$[A-Za-z0-9_\-+/]{20,}`)
 	longTokens = regexp.MustCompile(`\b[A-Za-z0-9_\-]{24,}\b`)
 	numbers    = regexp.MustCompile(`\b\d+(\.\d+)?(ms|s|µs)?\b`)
+	byteList   = regexp.MustCompile(`contents=\[[0-9 ]*\]`)
 	bodyTail   = regexp.MustCompile(`(?s)( - body:| body:| => ).*$`)
 	spaces     = regexp.MustCompile(`\s+`)
 	errcode    = regexp.MustCompile(`"errcode":\s*"([A-Z_]+)"`)
@@ -193,15 +196,34 @@ var (
 )
 
 // assertionFailure returns a test's first assertion failure, normalised: Complement prints
-// them in red.
+// its own in red; a test's plain t.Errorf/t.Fatalf is the last line from a _test.go file
+// that is not one of Complement's progress messages.
 func assertionFailure(out []string) string {
 	for _, l := range out {
 		if strings.Contains(l, ansiRed) {
 			return Normalise(l)
 		}
 	}
+	for i := len(out) - 1; i >= 0; i-- {
+		l := out[i]
+		if !testFileLine.MatchString(l) {
+			continue
+		}
+		noise := false
+		for _, n := range []string{"Deploy times", "WARNING:", "waiting for", "Making ", "Request body", "[CSAPI]", "Sharing ", "Using host mounts"} {
+			if strings.Contains(l, n) {
+				noise = true
+				break
+			}
+		}
+		if !noise {
+			return Normalise(l)
+		}
+	}
 	return ""
 }
+
+var testFileLine = regexp.MustCompile(`^\s+\w+_test\.go:\d+: `)
 
 // errorLine returns the first output line that looks like an error, normalised.
 func errorLine(out []string) string {
@@ -223,6 +245,7 @@ func Normalise(s string) string {
 	s = ansi.ReplaceAllString(s, "")
 	s = fileLine.ReplaceAllString(s, "")
 	s = urlHost.ReplaceAllString(s, "")
+	s = byteList.ReplaceAllString(s, "contents=[…]")
 	s = PathsToTemplates(s)
 	s = matrixIDs.ReplaceAllString(s, "<id>")
 	s = longTokens.ReplaceAllString(s, "<token>")
@@ -419,4 +442,73 @@ func ReadSkipList(path string) ([]SkipEntry, error) {
 		out = append(out, SkipEntry{Pattern: pat, Reason: reason})
 	}
 	return out, nil
+}
+
+var testFunc = regexp.MustCompile(`(?m)^func (Test\w+)\(`)
+
+// ReadSources sets each test's File from the Complement module source at dir (the module
+// root): the _test.go file of pkg that defines its top-level test.
+func (r *Run) ReadSources(dir string) error {
+	files := map[string]string{} // package + "\x00" + top-level name -> file
+	for _, t := range r.Tests {
+		pkgDir := dir + "/" + strings.TrimPrefix(shortPkg(t.Package), "github.com/matrix-org/complement")
+		if _, ok := files[t.Package+"\x00"]; ok {
+			continue
+		}
+		files[t.Package+"\x00"] = ""
+		ents, err := os.ReadDir(pkgDir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if !strings.HasSuffix(e.Name(), "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(pkgDir + "/" + e.Name())
+			if err != nil {
+				return err
+			}
+			for _, m := range testFunc.FindAllStringSubmatch(string(b), -1) {
+				files[t.Package+"\x00"+m[1]] = e.Name()
+			}
+		}
+	}
+	for _, t := range r.Tests {
+		top, _, _ := strings.Cut(t.Name, "/")
+		t.File = files[t.Package+"\x00"+top]
+	}
+	return nil
+}
+
+// Area is the top-level results of one Complement source file.
+type Area struct {
+	Package, File string
+	Totals        Totals
+}
+
+// Areas returns the top-level totals per source file, most failures first.
+func (r *Run) Areas() []Area {
+	idx := map[string]int{}
+	var out []Area
+	for _, t := range r.Tests {
+		if !t.TopLevel() || t.File == "" {
+			continue
+		}
+		k := t.Package + "\x00" + t.File
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, Area{Package: shortPkg(t.Package), File: t.File})
+		}
+		out[i].Totals.Add(t.Result)
+	}
+	slices.SortStableFunc(out, func(a, b Area) int {
+		fa, fb := a.Totals.Fail+a.Totals.NoResult, b.Totals.Fail+b.Totals.NoResult
+		if fa != fb {
+			return fb - fa
+		}
+		return strings.Compare(a.Package+a.File, b.Package+b.File)
+	})
+	return out
 }

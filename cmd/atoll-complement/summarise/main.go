@@ -16,19 +16,20 @@ import (
 func main() {
 	out := flag.String("out", "e2e/complement", "directory for results.tsv and summary.md")
 	skipFile := flag.String("skip", "e2e/complement/skip.txt", "skip list (listed in the summary)")
+	src := flag.String("src", "", "Complement module source directory (groups tests by file)")
 	var m complement.Meta
 	flag.StringVar(&m.Complement, "complement", "v0.0.0-20240126134841-458bfba5f7f3", "Complement module version")
 	flag.StringVar(&m.Image, "image", "", "image reference and digest")
 	flag.StringVar(&m.Revision, "revision", "", "Atoll revision")
 	flag.StringVar(&m.Machine, "machine", "", "machine description")
 	flag.Parse()
-	if err := run(*out, *skipFile, m, flag.Args()); err != nil {
+	if err := run(*out, *skipFile, *src, m, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "summarise:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, skipFile string, m complement.Meta, streams []string) error {
+func run(out, skipFile, src string, m complement.Meta, streams []string) error {
 	if len(streams) == 0 {
 		return fmt.Errorf("no go test -json streams given")
 	}
@@ -42,6 +43,11 @@ func run(out, skipFile string, m complement.Meta, streams []string) error {
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("read %s: %w", s, err)
+		}
+	}
+	if src != "" {
+		if err := r.ReadSources(src); err != nil {
+			return fmt.Errorf("read Complement sources: %w", err)
 		}
 	}
 	skips, err := complement.ReadSkipList(skipFile)
