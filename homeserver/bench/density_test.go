@@ -96,6 +96,11 @@ func BenchmarkDensity(b *testing.B) {
 		b.Fatal(err)
 	}
 	u.Path = "/" + dbName
+	dbConn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { dbConn.Close(context.Background()) }) // before the database is dropped
 
 	dir := b.TempDir()
 	progress("building atoll-homeserver")
@@ -116,7 +121,7 @@ func BenchmarkDensity(b *testing.B) {
 	h := bench.NewHTTP(shard, adminToken, 4*nActive+2*workers+16)
 	snap := func(label string) bench.Snapshot {
 		b.Helper()
-		s, err := bench.TakeSnapshot(ctx, label, shard, conn, dbName)
+		s, err := bench.TakeSnapshot(ctx, label, shard, conn, dbConn, dbName)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -192,15 +197,19 @@ func BenchmarkDensity(b *testing.B) {
 	fmt.Fprintf(&sb, "density: %d tenants x %d users, DM + group room each; idle_evict %s; database.max_conns %d; took %s\n",
 		nTenants, bench.UsersPerTenant, idleEvict, maxConns, time.Since(benchStart).Round(time.Second))
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "snapshot\tshard RSS MiB\t/metrics RSS MiB\tGo heap inuse MiB\tgoroutines\ttenants loaded\tPG PSS MiB\tPG RSS MiB\tPG procs\tDB MiB\t")
+	fmt.Fprintln(tw, "snapshot\tshard RSS MiB\t/metrics RSS MiB\tGo heap inuse MiB\tgoroutines\ttenants loaded\tPG PSS MiB\tPG RSS MiB\tPG procs\tDB MiB\trelations\tshard CPU s\tPG CPU s\tloadavg\t")
 	for _, s := range []bench.Snapshot{before, populated, allLoaded, afterLoad, evicted} {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f\t%.1f\t%d\t%.1f\t\n", s.Label,
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f\t%.1f\t%d\t%.1f\t%d\t%.1f\t%.1f\t%s\t\n", s.Label,
 			float64(s.ShardRSS)/bench.MiB, float64(s.MetricsRSS)/bench.MiB, float64(s.HeapInuse)/bench.MiB, s.Goroutines,
-			s.TenantsLoaded, float64(s.PG.PSS)/bench.MiB, float64(s.PG.RSS)/bench.MiB, s.PG.Processes, float64(s.DBSize)/bench.MiB)
+			s.TenantsLoaded, float64(s.PG.PSS)/bench.MiB, float64(s.PG.RSS)/bench.MiB, s.PG.Processes, float64(s.DBSize)/bench.MiB,
+			s.Relations, s.ShardCPU.Seconds(), s.PG.CPU.Seconds(), s.LoadAvg)
 	}
 	tw.Flush()
 	fmt.Fprintf(&sb, "per tenant (all loaded - before)/%d: shard RSS %.3f MiB, PostgreSQL PSS %.3f MiB, database %.3f MiB\n", nTenants,
 		perTenant(allLoaded.ShardRSS, before.ShardRSS), perTenant(allLoaded.PG.PSS, before.PG.PSS), perTenant(allLoaded.DBSize, before.DBSize))
+	fmt.Fprintf(&sb, "relations per tenant schema %.0f; PostgreSQL PSS per process: before %.1f MiB, all loaded %.1f MiB, after load %.1f MiB\n",
+		float64(allLoaded.Relations)/n, float64(before.PG.PSS)/bench.MiB/float64(before.PG.Processes),
+		float64(allLoaded.PG.PSS)/bench.MiB/float64(allLoaded.PG.Processes), float64(afterLoad.PG.PSS)/bench.MiB/float64(afterLoad.PG.Processes))
 	fmt.Fprintf(&sb, "per tenant absolute (shard RSS + PostgreSQL PSS)/%d: %.3f MiB (DESIGN target: under 4 MiB incl. sidecars)\n",
 		nTenants, float64(allLoaded.ShardRSS+allLoaded.PG.PSS)/bench.MiB/n)
 	fmt.Fprintf(&sb, "per tenant after eviction (evicted - before)/%d: shard RSS %.3f MiB, Go heap %.3f MiB\n", nTenants,
@@ -219,6 +228,9 @@ func BenchmarkDensity(b *testing.B) {
 	fmt.Fprintf(&sb, "load: %d active tenants, 1 sender (every 1-2 s) + 4 long-polling receivers (timeout 30 s) each, %s\n", nActive, loadFor)
 	row("send (PUT /send)", &res.Send)
 	row("wake (send -> /sync)", &res.Wake)
+	loadWall := afterLoad.Time.Sub(allLoaded.Time).Seconds()
+	fmt.Fprintf(&sb, "  CPU during the load phase (%.0f s incl. initial syncs and grace): shard %.2f cores, PostgreSQL %.2f cores\n", loadWall,
+		(afterLoad.ShardCPU-allLoaded.ShardCPU).Seconds()/loadWall, (afterLoad.PG.CPU-allLoaded.PG.CPU).Seconds()/loadWall)
 	fmt.Fprintf(&sb, "  sent %d (errors %d), deliveries %d of %d expected, long-polls returned %d (errors %d)\n",
 		res.Sent, res.SendErrors, res.Delivered, res.Expected, res.Syncs, res.SyncErrors)
 	// go test trims a benchmark's b.Log output to ten lines: the whole report goes to stdout,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -70,9 +71,10 @@ func procFields(path string) (map[string]int64, error) {
 // PostgresMem is the memory of one PostgreSQL cluster: the postmaster and all its children.
 type PostgresMem struct {
 	Processes int
-	Backends  int   // client backends
-	RSS       int64 // sum of VmRSS: counts shared_buffers pages once per process that touched them
-	PSS       int64 // sum of Pss: shared pages divided among the processes sharing them
+	Backends  int           // client backends
+	RSS       int64         // sum of VmRSS: counts shared_buffers pages once per process that touched them
+	PSS       int64         // sum of Pss: shared pages divided among the processes sharing them
+	CPU       time.Duration // user + system time of the live processes
 }
 
 // ReadPostgresMem finds the postmaster as the parent of the backend serving conn and sums
@@ -111,11 +113,29 @@ func ReadPostgresMem(ctx context.Context, conn *pgx.Conn) (PostgresMem, error) {
 		out.Processes++
 		out.RSS += m.RSS
 		out.PSS += m.PSS
+		out.CPU += procCPU(pid)
 		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmd), "127.0.0.1(") {
 			out.Backends++
 		}
 	}
 	return out, nil
+}
+
+// procCPU is utime + stime from /proc/<pid>/stat (clock ticks of 1/100 s on Linux).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may contain spaces.
+	s := string(b)
+	fs := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fs) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(fs[11], 10, 64)
+	st, _ := strconv.ParseInt(fs[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // ScrapeMetrics reads the unlabelled samples of a Prometheus text endpoint.
@@ -157,14 +177,23 @@ type Snapshot struct {
 	MetricsRSS    int64 // process_resident_memory_bytes from the shard's /metrics
 	HeapInuse     int64 // go_memstats_heap_inuse_bytes
 	Goroutines    int
-	TenantsLoaded int // atoll_homeserver_tenants_loaded
+	TenantsLoaded int           // atoll_homeserver_tenants_loaded
+	ShardCPU      time.Duration // process_cpu_seconds_total
 	PG            PostgresMem
-	DBSize        int64 // pg_database_size of the shard's database
+	DBSize        int64  // pg_database_size of the shard's database
+	Relations     int    // pg_class rows in tenant schemas (t_*)
+	LoadAvg       string // /proc/loadavg: other work on the machine
+	Time          time.Time
 }
 
 // TakeSnapshot reads everything a Snapshot holds.
-func TakeSnapshot(ctx context.Context, label string, s *Shard, conn *pgx.Conn, dbName string) (Snapshot, error) {
-	snap := Snapshot{Label: label}
+// conn is any connection to the cluster, dbConn one to the shard's database dbName.
+func TakeSnapshot(ctx context.Context, label string, s *Shard, conn, dbConn *pgx.Conn, dbName string) (Snapshot, error) {
+	snap := Snapshot{Label: label, Time: time.Now()}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fs := strings.Fields(string(b))
+		snap.LoadAvg = strings.Join(fs[:min(3, len(fs))], " ")
+	}
 	pm, err := ReadProcMem(s.PID)
 	if err != nil {
 		return snap, fmt.Errorf("shard memory: %w", err)
@@ -178,11 +207,16 @@ func TakeSnapshot(ctx context.Context, label string, s *Shard, conn *pgx.Conn, d
 	snap.HeapInuse = int64(m["go_memstats_heap_inuse_bytes"])
 	snap.Goroutines = int(m["go_goroutines"])
 	snap.TenantsLoaded = int(m["atoll_homeserver_tenants_loaded"])
+	snap.ShardCPU = time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
 	if snap.PG, err = ReadPostgresMem(ctx, conn); err != nil {
 		return snap, err
 	}
 	if err := conn.QueryRow(ctx, "SELECT pg_database_size($1)", dbName).Scan(&snap.DBSize); err != nil {
 		return snap, fmt.Errorf("database size: %w", err)
+	}
+	if err := dbConn.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname LIKE 't\_%'`).Scan(&snap.Relations); err != nil {
+		return snap, fmt.Errorf("count relations: %w", err)
 	}
 	return snap, nil
 }
