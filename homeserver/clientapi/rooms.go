@@ -199,14 +199,89 @@ func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, sess *Session)
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return err
 	}
-	roomID, err := s.resolveRoom(r.Context(), sess.T, target)
+	via := append(r.URL.Query()["server_name"], r.URL.Query()["via"]...)
+	var roomID string
+	var err error
+	if strings.HasPrefix(target, "#") && !strings.HasSuffix(target, ":"+string(sess.T.ServerName)) && s.opts.Remote != nil {
+		var servers []string
+		roomID, servers, err = s.opts.Remote.ResolveAlias(r.Context(), sess.T, target)
+		if err != nil {
+			return mxhttp.NotFound("room alias %s not found", truncate(target, 80))
+		}
+		via = append(via, servers...)
+	} else if roomID, err = s.resolveRoom(r.Context(), sess.T, target); err != nil {
+		return err
+	}
+	local, inviters, err := s.localJoinPossible(r.Context(), sess, roomID)
 	if err != nil {
 		return err
 	}
-	if _, err := s.sendMembership(r.Context(), sess.T, roomID, sess.UserID, sess.UserID, spec.Join, req.Reason, nil); err != nil {
-		return err
+	if local || s.opts.Remote == nil {
+		if _, err := s.sendMembership(r.Context(), sess.T, roomID, sess.UserID, sess.UserID, spec.Join, req.Reason, nil); err != nil {
+			return err
+		}
+		return mxhttp.JSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	}
+	content := map[string]any{"membership": spec.Join}
+	if req.Reason != "" {
+		content["reason"] = req.Reason
+	}
+	_ = sess.T.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
+		if u, err := storage.GetUser(r.Context(), q, sess.Local); err == nil {
+			if u.DisplayName != "" {
+				content["displayname"] = u.DisplayName
+			}
+			if u.AvatarURL != "" {
+				content["avatar_url"] = u.AvatarURL
+			}
+		}
+		return nil
+	})
+	if err := s.opts.Remote.Join(r.Context(), sess.T, sess.UserID, roomID, append(via, inviters...), content); err != nil {
+		s.log.InfoContext(r.Context(), "remote join failed", "tenant", sess.T.TenantID, "err", err)
+		return mxhttp.NotFound("could not join the room through any server: %s", truncate(err.Error(), 200))
 	}
 	return mxhttp.JSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// localJoinPossible reports whether this tenant can build the join itself (a local user is
+// joined to the room); otherwise it returns servers to join through (who invited us).
+func (s *Server) localJoinPossible(ctx context.Context, sess *Session, roomID string) (bool, []string, error) {
+	var local bool
+	var servers []string
+	err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
+		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
+			AND membership = 'join' AND state_key LIKE '%:' || $2)`, roomID, string(sess.T.ServerName)).Scan(&local); err != nil {
+			return err
+		}
+		if local {
+			return nil
+		}
+		rows, err := q.Query(ctx, `SELECT DISTINCT substr(sender, strpos(sender, ':') + 1) FROM events
+			WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, sess.UserID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var srv string
+			if err := rows.Scan(&srv); err != nil {
+				return err
+			}
+			servers = append(servers, srv)
+		}
+		// A room created here with nobody left in it still joins locally (the auth rules decide).
+		if len(servers) == 0 {
+			var exists bool
+			if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rooms WHERE room_id = $1 AND creator LIKE '%:' || $2)`,
+				roomID, string(sess.T.ServerName)).Scan(&exists); err != nil {
+				return err
+			}
+			local = exists
+		}
+		return rows.Err()
+	})
+	return local, servers, err
 }
 
 type membershipRequest struct {

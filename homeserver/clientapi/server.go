@@ -44,8 +44,17 @@ type Resolver interface {
 // ErrSuspended is returned by a Resolver for a suspended tenant.
 var ErrSuspended = errors.New("tenant suspended")
 
+// RemoteRooms reaches rooms through other servers (federation); nil disables it.
+type RemoteRooms interface {
+	// Join makes a local user join roomID through one of the servers.
+	Join(ctx context.Context, t *Tenant, userID, roomID string, via []string, content map[string]any) error
+	// ResolveAlias asks the alias's server which room it names.
+	ResolveAlias(ctx context.Context, t *Tenant, alias string) (roomID string, servers []string, err error)
+}
+
 // Options tune a Server.
 type Options struct {
+	Remote RemoteRooms
 	// BcryptCost for password hashes; tests and benchmarks lower it.
 	BcryptCost int
 	// PublicBaseURL, when set, is advertised in /.well-known/matrix/client as

@@ -358,6 +358,17 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		from, fromTyping = since.Pos, since.Typing
 	}
 	err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
+		if since == nil {
+			// Every user has push rules, stored or not: the spec's defaults until they change
+			// one. Written before the stream position is read, so the token covers it.
+			if _, err := storage.GetAccountData(ctx, q, sess.UserID, "", "m.push_rules"); errors.Is(err, storage.ErrNotFound) {
+				if err := s.savePushRules(ctx, q, sess.UserID); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
 		to, err := storage.CurrentStreamPos(ctx, q)
 		if err != nil {
 			return err
@@ -428,20 +439,6 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		}
 		if err := s.syncEphemeral(ctx, q, sess, resp, joinedIDs, from, to, fromTyping, since == nil); err != nil {
 			return err
-		}
-		if since == nil {
-			// Every user has push rules, stored or not: the spec's defaults until they change one.
-			if _, err := storage.GetAccountData(ctx, q, sess.UserID, "", "m.push_rules"); errors.Is(err, storage.ErrNotFound) {
-				if err := s.savePushRules(ctx, q, sess.UserID); err != nil {
-					return err
-				}
-				if to, err = storage.CurrentStreamPos(ctx, q); err != nil {
-					return err
-				}
-				resp.NextBatch = syncToken{Pos: to, Typing: typingSerial}.String()
-			} else if err != nil {
-				return err
-			}
 		}
 		ad, err := storage.AccountDataSince(ctx, q, sess.UserID, from, to)
 		if err != nil {

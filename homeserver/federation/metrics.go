@@ -1,6 +1,8 @@
 package federation
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -20,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		authFailures: f.NewCounter(prometheus.CounterOpts{Name: "atoll_federation_auth_failures_total",
 			Help: "Inbound federation requests refused for a missing or invalid X-Matrix signature."}),
 		pdus: f.NewCounterVec(prometheus.CounterOpts{Name: "atoll_federation_pdus_received_total",
-			Help: "Inbound PDUs by outcome (accepted, rejected, soft_failed)."}, []string{"outcome"}),
+			Help: "Inbound PDUs by outcome (accepted, rejected, soft_failed, duplicate, invalid)."}, []string{"outcome"}),
 		txnsSent: f.NewCounterVec(prometheus.CounterOpts{Name: "atoll_federation_transactions_sent_total",
 			Help: "Outbound transactions by outcome (sent, failed) and destination class (local, remote)."}, []string{"outcome", "destination"}),
 		queueDepth: f.NewGaugeVec(prometheus.GaugeOpts{Name: "atoll_federation_queue_depth",
@@ -31,3 +33,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time to resolve a room's state across forks.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 }
+
+// ObserveStateResolution records one state resolution's duration.
+func (s *Server) ObserveStateResolution(d time.Duration) { s.fed.stateRes.Observe(d.Seconds()) }

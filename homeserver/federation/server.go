@@ -22,6 +22,7 @@ import (
 	"github.com/atoll-matrix/atoll/homeserver/clientapi"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/tenant"
+	"github.com/atoll-matrix/atoll/homeserver/typing"
 	"github.com/atoll-matrix/atoll/internal/mxhttp"
 )
 
@@ -39,6 +40,9 @@ type Server struct {
 	transport *Transport
 	metrics   *mxhttp.Metrics
 	fed       *metrics
+	sender    *Sender
+	typing    *typing.Tracker
+	notify    func(tenantID string)
 	now       func() time.Time
 }
 
@@ -51,11 +55,14 @@ type Config struct {
 	Control   *tenant.Registry
 	Engine    *rooms.Engine
 	Transport *Transport
+	Typing    *typing.Tracker
+	// Notify wakes a tenant's /sync waiters after EDUs change what they see.
+	Notify func(tenantID string)
 }
 
 // New returns the federation server.
 func New(c Config) *Server {
-	s := &Server{log: c.Log, tenants: c.Tenants, registry: c.Control, engine: c.Engine, transport: c.Transport,
+	s := &Server{log: c.Log, tenants: c.Tenants, registry: c.Control, engine: c.Engine, transport: c.Transport, typing: c.Typing, notify: c.Notify,
 		metrics: mxhttp.NewMetrics(c.Registry, "federation"), fed: newMetrics(c.Registry), now: time.Now}
 	s.keyRing = &gomatrixserverlib.KeyRing{
 		KeyFetchers: []gomatrixserverlib.KeyFetcher{

@@ -53,6 +53,7 @@ type Process struct {
 	Pusher     *pusher.Worker
 	Push       *push.Queue
 	Federation *federation.Server
+	Sender     *federation.Sender
 	transport  *federation.Transport
 
 	client, admin, metrics http.Handler
@@ -82,6 +83,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	p.Push = push.NewQueue(log, push.NewEvaluator(log, p.Pusher.Wake))
 	p.Engine = rooms.New(log, reg, func(ev rooms.Persisted) {
 		p.Notifier.Notify(ev.TenantID)
+		if !ev.Remote && p.Federation != nil {
+			p.Federation.Wake() // the event is in the outbox if other servers share the room
+		}
 		if t := p.Shard.Loaded(ev.TenantID); t != nil {
 			// Push rules run off the request path, in order within a tenant.
 			p.Push.Enqueue(t.Store, t.ServerName, ev)
@@ -103,8 +107,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return nil, err
 	}
 	p.Federation = federation.New(federation.Config{Log: log, Registry: reg, Pool: pool, Tenants: p.Shard, Control: registry,
-		Engine: p.Engine, Transport: p.transport})
-	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost})
+		Engine: p.Engine, Transport: p.transport, Typing: p.Typing, Notify: p.Notifier.Notify})
+	p.Engine.SetInTx(p.Federation.Enqueue)
+	p.Engine.ObserveStateResolution(p.Federation.ObserveStateResolution)
+	p.Sender = p.Federation.NewSender(pool, cfg.Shard.Name, func(ctx context.Context, id string) (*rooms.Host, error) {
+		t, err := p.Shard.LoadByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return t.Host, nil
+	})
+	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation})
 	mux := http.NewServeMux()
 	fed := p.Federation.Handler()
 	mux.Handle("/_matrix/federation/", fed)
@@ -138,6 +151,9 @@ func (p *Process) Listen() error {
 	}
 	if p.cfg.Federation.LocalURL == "" {
 		p.transport.SetLocalURL("http://" + p.ClientAddr)
+	}
+	if p.cfg.Shard.AdvertiseURL == "" {
+		p.Shard.SetAdvertiseURL("http://" + p.ClientAddr)
 	}
 	if err := open(p.cfg.Listen.Admin, &p.AdminAddr); err != nil {
 		return err
@@ -173,6 +189,7 @@ func (p *Process) Run(ctx context.Context) error {
 		}()
 	}
 	p.Pusher.Start(ctx)
+	p.Sender.Start(ctx)
 	shardCtx, stopShard := context.WithCancel(context.WithoutCancel(ctx))
 	shardDone := make(chan error, 1)
 	go func() { shardDone <- p.Shard.Run(shardCtx) }()
@@ -199,6 +216,7 @@ loop:
 	}
 	p.Push.Stop()
 	p.Pusher.Stop()
+	p.Sender.Stop()
 	stopShard()
 	<-shardDone
 	p.Pool.Close()

@@ -55,13 +55,18 @@ type Persisted struct {
 	EventID   string
 	StreamPos int64
 	Event     gomatrixserverlib.PDU
+	// Remote is set for events received over federation: they are not sent out again.
+	Remote bool
 }
 
 // Engine serialises writers per room and persists events.
 type Engine struct {
 	log     *slog.Logger
 	onEvent func(Persisted)
-	metrics *metrics
+	// onStateRes observes state resolution durations (federation metrics).
+	onStateRes StateResolutionObserver
+	inTx       InTx
+	metrics    *metrics
 	mu      sync.Mutex
 	locks   map[string]*roomLock
 	now     func() time.Time
@@ -250,6 +255,23 @@ func derefStr(s *string) string {
 
 // send builds one event on the room's head, checks it and persists it.
 func (w *writer) send(ctx context.Context, req Request) (Persisted, error) {
+	ev, err := w.build(req)
+	if err != nil {
+		return Persisted{}, err
+	}
+	if ev.Type() == spec.MRoomRedaction {
+		if err := w.checkRedaction(ctx, ev); err != nil {
+			return Persisted{}, err
+		}
+	}
+	if ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("") {
+		w.room.RoomID = ev.RoomID().String()
+	}
+	return w.persist(ctx, ev, req)
+}
+
+// build makes one event on the room's head and checks it against the auth rules.
+func (w *writer) build(req Request) (gomatrixserverlib.PDU, error) {
 	content := req.Content
 	if len(content) == 0 {
 		content = json.RawMessage("{}")
@@ -276,7 +298,7 @@ func (w *writer) send(ctx context.Context, req Request) (Persisted, error) {
 	}
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&proto)
 	if err != nil {
-		return Persisted{}, &BadEventError{Reason: err.Error()}
+		return nil, &BadEventError{Reason: err.Error()}
 	}
 	var authState []gomatrixserverlib.PDU
 	for _, t := range needed.Tuples() {
@@ -286,35 +308,27 @@ func (w *writer) send(ctx context.Context, req Request) (Persisted, error) {
 	}
 	authEvents, err := gomatrixserverlib.NewAuthEvents(authState)
 	if err != nil {
-		return Persisted{}, fmt.Errorf("auth events: %w", err)
+		return nil, fmt.Errorf("auth events: %w", err)
 	}
 	builder := w.verImpl.NewEventBuilderFromProtoEvent(&proto)
 	if !isCreate {
 		if err := builder.AddAuthEvents(authEvents); err != nil {
-			return Persisted{}, &ForbiddenError{Reason: err.Error()}
+			return nil, &ForbiddenError{Reason: err.Error()}
 		}
 	} else {
 		builder.AuthEvents = []string{}
 	}
 	ev, err := builder.Build(w.engine.now(), w.host.ServerName, w.host.KeyID, w.host.Key)
 	if err != nil {
-		return Persisted{}, &BadEventError{Reason: err.Error()}
+		return nil, &BadEventError{Reason: err.Error()}
 	}
 	if len(ev.JSON()) > 65536 {
-		return Persisted{}, &BadEventError{Reason: "event exceeds 65536 bytes"}
+		return nil, &BadEventError{Reason: "event exceeds 65536 bytes"}
 	}
 	if err := gomatrixserverlib.Allowed(ev, authEvents, UserIDForSender); err != nil {
-		return Persisted{}, &ForbiddenError{Reason: err.Error()}
+		return nil, &ForbiddenError{Reason: err.Error()}
 	}
-	if ev.Type() == spec.MRoomRedaction {
-		if err := w.checkRedaction(ctx, ev); err != nil {
-			return Persisted{}, err
-		}
-	}
-	if isCreate {
-		w.room.RoomID = ev.RoomID().String()
-	}
-	return w.persist(ctx, ev, req)
+	return ev, nil
 }
 
 // checkRedaction applies the server's half of the redaction rules: the auth rules accept a
@@ -452,6 +466,11 @@ func (w *writer) persist(ctx context.Context, ev gomatrixserverlib.PDU, req Requ
 			return Persisted{}, err
 		}
 	}
+	if w.engine.inTx != nil {
+		if err := w.engine.inTx(ctx, q, w.host, ev); err != nil {
+			return Persisted{}, err
+		}
+	}
 	w.room.Extremities = []string{ev.EventID()}
 	w.room.Depth = ev.Depth()
 	w.room.StateGroup = group
@@ -495,3 +514,6 @@ func relation(content []byte) (relatesTo, relType string) {
 	}
 	return "", ""
 }
+
+// ObserveStateResolution sets the observer of state resolution durations.
+func (e *Engine) ObserveStateResolution(f StateResolutionObserver) { e.onStateRes = f }

@@ -355,3 +355,21 @@ func (s *Shard) forward(w http.ResponseWriter, r *http.Request, owner string) bo
 	proxy.ServeHTTP(w, r)
 	return true
 }
+
+// LoadByID loads a tenant by ID (the federation sender's way in), taking its lease.
+func (s *Shard) LoadByID(ctx context.Context, id string) (*clientapi.Tenant, error) {
+	if t := s.Loaded(id); t != nil {
+		return t, nil
+	}
+	rec, err := s.registry.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Status == tenant.Suspended {
+		return nil, clientapi.ErrSuspended
+	}
+	return s.load(ctx, string(rec.ServerName), rec)
+}
+
+// SetAdvertiseURL sets where other shards forward to, once the listener is known (before Run).
+func (s *Shard) SetAdvertiseURL(u string) { s.cfg.AdvertiseURL = u }

@@ -419,3 +419,9 @@ func SetStateAfter(ctx context.Context, q pgdb.DBTX, eventID string, group int64
 	_, err := q.Exec(ctx, `UPDATE events SET state_after = $2 WHERE event_id = $1`, eventID, nullableID(group))
 	return err
 }
+
+// DeleteCurrentState removes a tuple from a room's current state (state resolution can drop one).
+func DeleteCurrentState(ctx context.Context, q pgdb.DBTX, roomID string, t StateKeyTuple) error {
+	_, err := q.Exec(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, roomID, t.Type, t.StateKey)
+	return err
+}

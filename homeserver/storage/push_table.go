@@ -164,7 +164,7 @@ func UpsertPusher(ctx context.Context, q pgdb.DBTX, p Pusher) error {
 	_, err := q.Exec(ctx, `INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name, device_display_name,
 			profile_tag, lang, data, device_id, created_ts, last_stream_pos)
 		VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), $8, $9, nullif($10, ''), $11,
-			(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM stream_seq))
+			(SELECT pos FROM stream_head))
 		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = $4, app_display_name = $5, device_display_name = $6,
 			profile_tag = nullif($7, ''), lang = $8, data = $9, device_id = nullif($10, ''), failures = 0, next_attempt_ts = 0`,
 		p.UserID, p.AppID, p.Pushkey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, []byte(p.Data),

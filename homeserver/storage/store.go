@@ -33,17 +33,19 @@ func (s *Store) Tx(ctx context.Context, fn func(q pgdb.DBTX) error) error {
 // ErrNotFound is returned when a row asked for does not exist.
 var ErrNotFound = errors.New("not found")
 
-// NextStreamPos allocates the next position of the tenant's stream.
+// NextStreamPos allocates the next position of the tenant's stream. The counter row stays
+// locked until the transaction ends, so a tenant's writers commit in position order and a
+// reader that sees position N sees everything before it.
 func NextStreamPos(ctx context.Context, q pgdb.DBTX) (int64, error) {
 	var pos int64
-	err := q.QueryRow(ctx, `SELECT nextval('stream_seq')`).Scan(&pos)
+	err := q.QueryRow(ctx, `UPDATE stream_head SET pos = pos + 1 RETURNING pos`).Scan(&pos)
 	return pos, err
 }
 
-// CurrentStreamPos is the newest allocated stream position (0 if none).
+// CurrentStreamPos is the newest committed stream position (0 if none).
 func CurrentStreamPos(ctx context.Context, q pgdb.DBTX) (int64, error) {
 	var pos int64
-	err := q.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM stream_seq`).Scan(&pos)
+	err := q.QueryRow(ctx, `SELECT pos FROM stream_head`).Scan(&pos)
 	return pos, err
 }
 

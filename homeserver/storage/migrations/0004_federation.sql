@@ -32,3 +32,7 @@ CREATE TABLE federation_inbound_txns (
 	received_ts BIGINT NOT NULL,
 	PRIMARY KEY (origin, txn_id)
 );
+
+-- A join through another server brings many memberships at one stream position.
+ALTER TABLE memberships DROP CONSTRAINT memberships_pkey;
+ALTER TABLE memberships ADD PRIMARY KEY (stream_pos, room_id, user_id);
