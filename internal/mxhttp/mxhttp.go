@@ -242,6 +242,11 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h Handler) writeError(w *statusWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		// The client went away (a long-poll it abandoned, a shutdown): nobody reads an answer,
+		// and it is not a server failure worth an error line.
+		return
+	}
 	var me *Error
 	if !errors.As(err, &me) {
 		me = Internal(err)
