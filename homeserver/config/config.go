@@ -39,6 +39,8 @@ type Federation struct {
 	// TrustRootsFile is a PEM bundle of CAs trusted for other servers' TLS certificates, in
 	// addition to the system's.
 	TrustRootsFile string `yaml:"trust_roots_file"`
+	// MaxBackoff caps the wait before retrying a destination that keeps failing (default 1h).
+	MaxBackoff time.Duration `yaml:"max_backoff"`
 }
 
 // Media names the media sidecar whose buckets follow tenants' lifecycle.
@@ -113,11 +115,12 @@ type Log struct {
 // Default returns the configuration used for fields a file leaves out.
 func Default() Config {
 	return Config{
-		Shard:    Shard{Name: "shard-0"},
-		Listen:   Listen{Client: ":8008", Admin: "127.0.0.1:8081", Metrics: ":9090"},
-		Database: Database{MaxConns: 20},
-		Tenants:  Tenants{IdleEvict: 10 * time.Minute, MaxLoaded: 20000, LeaseDuration: 30 * time.Second},
-		Log:      Log{Level: "info", Format: "json"},
+		Shard:      Shard{Name: "shard-0"},
+		Listen:     Listen{Client: ":8008", Admin: "127.0.0.1:8081", Metrics: ":9090"},
+		Database:   Database{MaxConns: 20},
+		Tenants:    Tenants{IdleEvict: 10 * time.Minute, MaxLoaded: 20000, LeaseDuration: 30 * time.Second},
+		Log:        Log{Level: "info", Format: "json"},
+		Federation: Federation{MaxBackoff: time.Hour},
 	}
 }
 
@@ -210,6 +213,9 @@ func (c Config) Validate() error {
 	}
 	if c.Tenants.LeaseDuration < time.Second {
 		errs = append(errs, errors.New("tenants.lease_duration must be at least 1s"))
+	}
+	if c.Federation.MaxBackoff < time.Second {
+		errs = append(errs, errors.New("federation.max_backoff must be at least 1s"))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

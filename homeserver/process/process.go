@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/atoll-matrix/atoll/homeserver/federation"
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
 	"github.com/atoll-matrix/atoll/homeserver/push"
+	"github.com/atoll-matrix/atoll/homeserver/ratelimit"
 	"github.com/atoll-matrix/atoll/homeserver/pusher"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/shard"
@@ -55,6 +57,7 @@ type Process struct {
 	Federation *federation.Server
 	Sender     *federation.Sender
 	transport  *federation.Transport
+	redis      *redis.Client
 
 	client, admin, metrics http.Handler
 	listeners              []net.Listener
@@ -117,7 +120,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		return t.Host, nil
 	})
-	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation})
+	if cfg.Federation.MaxBackoff > 0 {
+		p.Sender.MaxBackoff = cfg.Federation.MaxBackoff
+	}
+	var limiter *ratelimit.Limiter
+	if cfg.Redis.URL != "" {
+		ropts, err := redis.ParseURL(cfg.Redis.URL)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		p.redis = redis.NewClient(ropts)
+		limiter = ratelimit.New(p.redis, log, reg)
+	}
+	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation, Limiter: limiter})
 	mux := http.NewServeMux()
 	fed := p.Federation.Handler()
 	mux.Handle("/_matrix/federation/", fed)
@@ -220,6 +236,9 @@ loop:
 	stopShard()
 	<-shardDone
 	p.Pool.Close()
+	if p.redis != nil {
+		_ = p.redis.Close()
+	}
 	p.log.Info("homeserver stopped")
 	return runErr
 }

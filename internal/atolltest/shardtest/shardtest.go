@@ -33,6 +33,9 @@ type Shard struct {
 	ClientURL string
 	AdminURL  string
 	HTTP      *http.Client
+
+	cfg  config.Config
+	stop func() // ends the running process; nil while stopped
 }
 
 var seq atomic.Int64
@@ -53,9 +56,23 @@ func New(t testing.TB, opts ...func(*config.Config)) *Shard {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	s := &Shard{cfg: cfg, HTTP: &http.Client{Timeout: 60 * time.Second}}
+	s.start(t)
+	t.Cleanup(func() {
+		if s.stop != nil {
+			s.stop()
+		}
+	})
+	return s
+}
+
+// start runs a process with s's configuration; the listen addresses of a previous run are
+// reused, so URLs other shards were given stay valid.
+func (s *Shard) start(t testing.TB) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := process.New(ctx, cfg, log, process.Options{BcryptCost: 4})
+	p, err := process.New(ctx, s.cfg, log, process.Options{BcryptCost: 4})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -71,12 +88,34 @@ func New(t testing.TB, opts ...func(*config.Config)) *Shard {
 			t.Errorf("shard stopped: %v", err)
 		}
 	}()
-	t.Cleanup(func() {
+	s.stop = func() {
 		cancel()
 		<-done
-	})
-	return &Shard{Process: p, ClientURL: "http://" + p.ClientAddr, AdminURL: "http://" + p.AdminAddr,
-		HTTP: &http.Client{Timeout: 60 * time.Second}}
+	}
+	s.Process, s.ClientURL, s.AdminURL = p, "http://"+p.ClientAddr, "http://"+p.AdminAddr
+	s.cfg.Listen = config.Listen{Client: p.ClientAddr, Admin: p.AdminAddr, Metrics: "127.0.0.1:0"}
+}
+
+// Stop shuts the shard's process down gracefully (listeners close, leases are released);
+// its tenants' data stays in the database. Restart starts it again.
+func (s *Shard) Stop(t testing.TB) {
+	t.Helper()
+	if s.stop == nil {
+		t.Fatal("shardtest: Stop of a stopped shard")
+	}
+	s.stop()
+	s.stop = nil
+	s.HTTP.CloseIdleConnections()
+}
+
+// Restart starts a new process for a stopped shard, on the same database, shard name and
+// listen addresses.
+func (s *Shard) Restart(t testing.TB) {
+	t.Helper()
+	if s.stop != nil {
+		t.Fatal("shardtest: Restart of a running shard")
+	}
+	s.start(t)
 }
 
 type testWriter struct{ t testing.TB }
