@@ -84,17 +84,17 @@ func (s *Server) auth(next mxhttp.HandlerFunc) mxhttp.HandlerFunc {
 
 // TenantView is a tenant as the admin API shows it (never the signing key).
 type TenantView struct {
-	ID          string          `json:"id"`
-	ServerName  string          `json:"server_name"`
-	ClientHost  string          `json:"client_host,omitempty"`
-	Status      string          `json:"status"`
-	Settings    tenant.Settings `json:"settings"`
-	KeyID       string          `json:"key_id"`
-	VerifyKey   string          `json:"verify_key"`
-	CreatedAt   time.Time       `json:"created_at"`
-	Owner       string          `json:"owner_shard,omitempty"`
-	LeaseUntil  *time.Time      `json:"lease_until,omitempty"`
-	Users       *int            `json:"users,omitempty"`
+	ID         string          `json:"id"`
+	ServerName string          `json:"server_name"`
+	ClientHost string          `json:"client_host,omitempty"`
+	Status     string          `json:"status"`
+	Settings   tenant.Settings `json:"settings"`
+	KeyID      string          `json:"key_id"`
+	VerifyKey  string          `json:"verify_key"`
+	CreatedAt  time.Time       `json:"created_at"`
+	Owner      string          `json:"owner_shard,omitempty"`
+	LeaseUntil *time.Time      `json:"lease_until,omitempty"`
+	Users      *int            `json:"users,omitempty"`
 }
 
 func view(t *tenant.Tenant) TenantView {

@@ -138,13 +138,13 @@ func TestBadInput(t *testing.T) {
 	unknownHost := &shardtest.Client{Tenant: &shardtest.Tenant{Shard: s, ServerName: "nobody.invalid"}}
 
 	cases := []struct {
-		name     string
-		client   *shardtest.Client
-		method   string
-		path     string
-		body     any
-		status   int
-		errcode  string
+		name    string
+		client  *shardtest.Client
+		method  string
+		path    string
+		body    any
+		status  int
+		errcode string
 	}{
 		{"malformed JSON", alice, "POST", "/_matrix/client/v3/createRoom", "{not json", 400, "M_NOT_JSON"},
 		{"array body", alice, "POST", "/_matrix/client/v3/createRoom", "[1,2]", 400, "M_BAD_JSON"},

@@ -68,12 +68,12 @@ func (s *Server) capabilities(w http.ResponseWriter, r *http.Request, sess *Sess
 		def = string(DefaultRoomVersion)
 	}
 	return mxhttp.JSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
-		"m.change_password":     map[string]bool{"enabled": true},
-		"m.room_versions":       map[string]any{"default": def, "available": available},
-		"m.set_displayname":     map[string]bool{"enabled": true},
-		"m.set_avatar_url":      map[string]bool{"enabled": true},
-		"m.3pid_changes":        map[string]bool{"enabled": false},
-		"m.get_login_token":     map[string]bool{"enabled": false},
+		"m.change_password": map[string]bool{"enabled": true},
+		"m.room_versions":   map[string]any{"default": def, "available": available},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": false},
 	}})
 }
 

@@ -12,17 +12,17 @@ import (
 
 // EventRow is a persisted event.
 type EventRow struct {
-	StreamPos       int64
-	EventID         string
-	RoomID          string
-	Type            string
-	StateKey        *string
-	Sender          string
-	OriginServerTS  int64
-	Depth           int64
-	JSON            []byte
-	StateBefore     int64
-	StateAfter      int64
+	StreamPos      int64
+	EventID        string
+	RoomID         string
+	Type           string
+	StateKey       *string
+	Sender         string
+	OriginServerTS int64
+	Depth          int64
+	JSON           []byte
+	StateBefore    int64
+	StateAfter     int64
 	// Outlier events are known (auth chains, state from a join) but not part of the timeline.
 	Outlier bool
 	// SoftFailed events passed the auth rules at their place in the DAG but not against the
