@@ -328,6 +328,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, t *Tenant) error 
 		return err
 	}
 	s.notifier.Notify(t.TenantID)
+	s.deviceListChanged(r.Context(), t, resp.UserID, []string{resp.DeviceID}, false, false)
 	return mxhttp.JSON(w, http.StatusOK, resp)
 }
 
@@ -397,6 +398,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *Session) e
 		return err
 	}
 	s.notifier.Notify(sess.T.TenantID)
+	s.deviceListChanged(r.Context(), sess.T, sess.UserID, []string{sess.DeviceID}, true, false)
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
@@ -408,6 +410,7 @@ func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, sess *Session
 		return err
 	}
 	s.notifier.Notify(sess.T.TenantID)
+	s.deviceListChanged(r.Context(), sess.T, sess.UserID, nil, true, false)
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
@@ -449,6 +452,9 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, sess *Se
 	if err != nil {
 		return err
 	}
+	if req.LogoutDevices == nil || *req.LogoutDevices {
+		s.deviceListChanged(r.Context(), sess.T, sess.UserID, nil, true, false)
+	}
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
@@ -489,5 +495,6 @@ func (s *Server) deactivate(w http.ResponseWriter, r *http.Request, sess *Sessio
 	if err != nil {
 		return err
 	}
+	s.deviceListChanged(r.Context(), sess.T, sess.UserID, nil, true, false)
 	return mxhttp.JSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
 }

@@ -87,6 +87,7 @@ func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, sess *Sess
 	}
 	if req.DisplayName != nil {
 		s.notifier.Notify(sess.T.TenantID)
+		s.deviceListChanged(ctx, sess.T, sess.UserID, []string{deviceID}, false, false)
 	}
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
@@ -141,5 +142,6 @@ func (s *Server) removeDevices(r *http.Request, sess *Session, ids []string) err
 		return err
 	}
 	s.notifier.Notify(sess.T.TenantID)
+	s.deviceListChanged(ctx, sess.T, sess.UserID, ids, true, false)
 	return nil
 }

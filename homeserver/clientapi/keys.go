@@ -8,8 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -202,6 +206,7 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request, sess *Sessio
 	}
 	if changed {
 		s.notifier.Notify(sess.T.TenantID)
+		s.deviceListChanged(ctx, sess.T, sess.UserID, []string{sess.DeviceID}, false, false)
 	}
 	if _, ok := counts["signed_curve25519"]; !ok {
 		counts["signed_curve25519"] = 0
@@ -289,12 +294,148 @@ func crossSigningPublicKey(raw json.RawMessage) string {
 	return ""
 }
 
-type keysQueryResponse struct {
+// KeysQueryResponse is the answer of keys/query, on the client and the federation API.
+type KeysQueryResponse struct {
 	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
 	Failures        map[string]any                        `json:"failures"`
 	MasterKeys      map[string]json.RawMessage            `json:"master_keys,omitempty"`
 	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys,omitempty"`
 	UserSigningKeys map[string]json.RawMessage            `json:"user_signing_keys,omitempty"`
+}
+
+// newKeysQueryResponse returns an empty answer with every map made.
+func newKeysQueryResponse() KeysQueryResponse {
+	return KeysQueryResponse{
+		DeviceKeys:      map[string]map[string]json.RawMessage{},
+		Failures:        map[string]any{},
+		MasterKeys:      map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{},
+		UserSigningKeys: map[string]json.RawMessage{},
+	}
+}
+
+// LocalKeys adds the device and cross-signing keys of local users (each with the devices
+// asked for, all when none) to resp, as viewer sees them: signatures by the owner and by the
+// viewer, the user-signing key only to its owner. viewer is "" for another server.
+func LocalKeys(ctx context.Context, q pgdb.DBTX, users map[string][]string, viewer string, resp *KeysQueryResponse) error {
+	for u, devices := range users {
+		devs, err := storage.QueryDeviceKeys(ctx, q, u, devices)
+		if err != nil {
+			return err
+		}
+		sigs, err := storage.KeySignatures(ctx, q, u)
+		if err != nil {
+			return err
+		}
+		out := map[string]json.RawMessage{}
+		for _, d := range devs {
+			var unsigned map[string]any
+			if d.DisplayName != "" {
+				unsigned = map[string]any{"device_display_name": d.DisplayName}
+			}
+			merged, err := mergeSignatures(d.KeyJSON, signaturesOn(sigs, d.DeviceID, u, viewer), unsigned)
+			if err != nil {
+				return err
+			}
+			out[d.DeviceID] = merged
+		}
+		resp.DeviceKeys[u] = out
+		cs, err := storage.CrossSigningKeys(ctx, q, u)
+		if err != nil {
+			return err
+		}
+		for typ, raw := range cs {
+			merged, err := mergeSignatures(raw, signaturesOn(sigs, crossSigningPublicKey(raw), u, viewer), nil)
+			if err != nil {
+				return err
+			}
+			switch typ {
+			case keyTypeMaster:
+				resp.MasterKeys[u] = merged
+			case keyTypeSelfSigning:
+				resp.SelfSigningKeys[u] = merged
+			case keyTypeUserSigning:
+				if u == viewer {
+					resp.UserSigningKeys[u] = merged
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ClaimLocalKeys claims one one-time key (or the fallback key) of each local device asked
+// for, as user -> device -> algorithm.
+func ClaimLocalKeys(ctx context.Context, q pgdb.DBTX, req map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	claimed := map[string]map[string]map[string]json.RawMessage{}
+	for u, devices := range req {
+		for dev, alg := range devices {
+			if alg == "" {
+				return nil, mxhttp.InvalidParam("one_time_keys must name an algorithm for each device")
+			}
+			k, err := storage.ClaimOneTimeKey(ctx, q, u, dev, alg)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if claimed[u] == nil {
+				claimed[u] = map[string]map[string]json.RawMessage{}
+			}
+			claimed[u][dev] = map[string]json.RawMessage{k.KeyID: k.KeyJSON}
+		}
+	}
+	return claimed, nil
+}
+
+// remoteTimeout is how long keys/query and keys/claim wait for other servers: the request's
+// timeout in milliseconds, 10 s by default, at most 30 s.
+func remoteTimeout(ms *int64) time.Duration {
+	d := 10 * time.Second
+	if ms != nil && *ms > 0 {
+		d = time.Duration(*ms) * time.Millisecond
+	}
+	return min(d, 30*time.Second)
+}
+
+// askServers calls ask for every remote server in parallel under one timeout, and returns
+// the failures map entry of each server that did not answer.
+func (s *Server) askServers(ctx context.Context, servers []string, timeout time.Duration, ask func(ctx context.Context, server string) error) map[string]any {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	failures := map[string]any{}
+	for _, srv := range servers {
+		wg.Go(func() {
+			if err := ask(ctx, srv); err != nil {
+				s.log.InfoContext(ctx, "remote key request failed", "server", srv, "err", err)
+				mu.Lock()
+				failures[srv] = map[string]any{"status": http.StatusServiceUnavailable, "message": truncate(err.Error(), 200)}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return failures
+}
+
+// byServer groups a request's remote users by their server.
+func byServer[V any](t *Tenant, req map[string]V) map[string]map[string]V {
+	out := map[string]map[string]V{}
+	for u, v := range req {
+		uid, err := spec.NewUserID(u, true)
+		if err != nil || uid.Domain() == t.ServerName {
+			continue
+		}
+		srv := string(uid.Domain())
+		if out[srv] == nil {
+			out[srv] = map[string]V{}
+		}
+		out[srv][u] = v
+	}
+	return out
 }
 
 func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request, sess *Session) error {
@@ -316,63 +457,36 @@ func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request, sess *Session
 	if err != nil {
 		return err
 	}
-	resp := keysQueryResponse{
-		DeviceKeys:      map[string]map[string]json.RawMessage{},
-		Failures:        federationFailures(remote),
-		MasterKeys:      map[string]json.RawMessage{},
-		SelfSigningKeys: map[string]json.RawMessage{},
-		UserSigningKeys: map[string]json.RawMessage{},
-	}
+	resp := newKeysQueryResponse()
 	ctx := r.Context()
+	localReq := make(map[string][]string, len(local))
+	for _, u := range local {
+		localReq[u] = req.DeviceKeys[u]
+	}
 	err = sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
-		for _, u := range local {
-			devs, err := storage.QueryDeviceKeys(ctx, q, u, req.DeviceKeys[u])
-			if err != nil {
-				return err
-			}
-			sigs, err := storage.KeySignatures(ctx, q, u)
-			if err != nil {
-				return err
-			}
-			out := map[string]json.RawMessage{}
-			for _, d := range devs {
-				var unsigned map[string]any
-				if d.DisplayName != "" {
-					unsigned = map[string]any{"device_display_name": d.DisplayName}
-				}
-				merged, err := mergeSignatures(d.KeyJSON, signaturesOn(sigs, d.DeviceID, u, sess.UserID), unsigned)
-				if err != nil {
-					return err
-				}
-				out[d.DeviceID] = merged
-			}
-			resp.DeviceKeys[u] = out
-			cs, err := storage.CrossSigningKeys(ctx, q, u)
-			if err != nil {
-				return err
-			}
-			for typ, raw := range cs {
-				merged, err := mergeSignatures(raw, signaturesOn(sigs, crossSigningPublicKey(raw), u, sess.UserID), nil)
-				if err != nil {
-					return err
-				}
-				switch typ {
-				case keyTypeMaster:
-					resp.MasterKeys[u] = merged
-				case keyTypeSelfSigning:
-					resp.SelfSigningKeys[u] = merged
-				case keyTypeUserSigning:
-					if u == sess.UserID {
-						resp.UserSigningKeys[u] = merged
-					}
-				}
-			}
-		}
-		return nil
+		return LocalKeys(ctx, q, localReq, sess.UserID, &resp)
 	})
 	if err != nil {
 		return err
 	}
+	if s.opts.Keys == nil {
+		resp.Failures = federationFailures(remote)
+		return mxhttp.JSON(w, http.StatusOK, resp)
+	}
+	groups := byServer(sess.T, req.DeviceKeys)
+	var mu sync.Mutex
+	resp.Failures = s.askServers(ctx, slices.Collect(maps.Keys(groups)), remoteTimeout(req.Timeout), func(ctx context.Context, srv string) error {
+		got, err := s.opts.Keys.QueryKeys(ctx, sess.T, srv, groups[srv])
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		maps.Copy(resp.DeviceKeys, got.DeviceKeys)
+		maps.Copy(resp.MasterKeys, got.MasterKeys)
+		maps.Copy(resp.SelfSigningKeys, got.SelfSigningKeys)
+		return nil
+	})
 	return mxhttp.JSON(w, http.StatusOK, resp)
 }
 
@@ -407,33 +521,36 @@ func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request, sess *Session
 	if err != nil {
 		return err
 	}
-	claimed := map[string]map[string]map[string]json.RawMessage{}
+	localReq := make(map[string]map[string]string, len(local))
+	for _, u := range local {
+		localReq[u] = req.OneTimeKeys[u]
+	}
+	var claimed map[string]map[string]map[string]json.RawMessage
 	ctx := r.Context()
 	err = sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
-		for _, u := range local {
-			for dev, alg := range req.OneTimeKeys[u] {
-				if alg == "" {
-					return mxhttp.InvalidParam("one_time_keys must name an algorithm for each device")
-				}
-				k, err := storage.ClaimOneTimeKey(ctx, q, u, dev, alg)
-				if errors.Is(err, storage.ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				if claimed[u] == nil {
-					claimed[u] = map[string]map[string]json.RawMessage{}
-				}
-				claimed[u][dev] = map[string]json.RawMessage{k.KeyID: k.KeyJSON}
-			}
-		}
-		return nil
+		var err error
+		claimed, err = ClaimLocalKeys(ctx, q, localReq)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	return mxhttp.JSON(w, http.StatusOK, map[string]any{"one_time_keys": claimed, "failures": federationFailures(remote)})
+	if s.opts.Keys == nil {
+		return mxhttp.JSON(w, http.StatusOK, map[string]any{"one_time_keys": claimed, "failures": federationFailures(remote)})
+	}
+	groups := byServer(sess.T, req.OneTimeKeys)
+	var mu sync.Mutex
+	failures := s.askServers(ctx, slices.Collect(maps.Keys(groups)), remoteTimeout(req.Timeout), func(ctx context.Context, srv string) error {
+		got, err := s.opts.Keys.ClaimKeys(ctx, sess.T, srv, groups[srv])
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		maps.Copy(claimed, got)
+		return nil
+	})
+	return mxhttp.JSON(w, http.StatusOK, map[string]any{"one_time_keys": claimed, "failures": failures})
 }
 
 func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request, sess *Session) error {
@@ -634,6 +751,7 @@ func (s *Server) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request, 
 		return err
 	}
 	s.notifier.Notify(sess.T.TenantID)
+	s.deviceListChanged(ctx, sess.T, sess.UserID, nil, false, true)
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
@@ -706,6 +824,7 @@ func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request, sess *
 	}
 	if stored {
 		s.notifier.Notify(sess.T.TenantID)
+		s.deviceListChanged(ctx, sess.T, sess.UserID, nil, false, true)
 	}
 	return mxhttp.JSON(w, http.StatusOK, map[string]any{"failures": failures})
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,9 +53,27 @@ type RemoteRooms interface {
 	ResolveAlias(ctx context.Context, t *Tenant, alias string) (roomID string, servers []string, err error)
 }
 
+// RemoteKeys reaches the end-to-end encryption keys and devices of other servers' users
+// (federation); nil answers "failures" for them and drops their to-device messages.
+type RemoteKeys interface {
+	// QueryKeys asks server for the device and cross-signing keys of its users (user ->
+	// device IDs, all devices when empty).
+	QueryKeys(ctx context.Context, t *Tenant, server string, users map[string][]string) (KeysQueryResponse, error)
+	// ClaimKeys claims one-time keys of server's users (user -> device -> algorithm).
+	ClaimKeys(ctx context.Context, t *Tenant, server string, devices map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
+	// SendToDevice queues to-device messages (user -> device or "*" -> content) for users of
+	// server.
+	SendToDevice(ctx context.Context, t *Tenant, server, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error
+	// DeviceListChanged tells every other server sharing a room with the local user that the
+	// user's devices changed: deviceIDs changed or were deleted (none named: any of them), and
+	// with crossSigning the cross-signing keys too.
+	DeviceListChanged(ctx context.Context, t *Tenant, userID string, deviceIDs []string, deleted, crossSigning bool) error
+}
+
 // Options tune a Server.
 type Options struct {
 	Remote RemoteRooms
+	Keys   RemoteKeys
 	// BcryptCost for password hashes; tests and benchmarks lower it.
 	BcryptCost int
 	// PublicBaseURL, when set, is advertised in /.well-known/matrix/client as
@@ -91,6 +110,17 @@ func New(log *slog.Logger, reg prometheus.Registerer, tenants Resolver, engine *
 		metrics:  mxhttp.NewMetrics(reg, "homeserver"),
 		opts:     opts,
 		uia:      newUIASessions(),
+	}
+}
+
+// deviceListChanged tells other servers a local user's devices or keys changed, after the
+// change is committed; a failure is logged, as the change itself stands.
+func (s *Server) deviceListChanged(ctx context.Context, t *Tenant, userID string, deviceIDs []string, deleted, crossSigning bool) {
+	if s.opts.Keys == nil {
+		return
+	}
+	if err := s.opts.Keys.DeviceListChanged(ctx, t, userID, deviceIDs, deleted, crossSigning); err != nil {
+		s.log.WarnContext(ctx, "device list update not queued", "user", userID, "err", err)
 	}
 }
 

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -13,8 +14,9 @@ import (
 	"github.com/atoll-matrix/atoll/internal/pgdb"
 )
 
-// sendToDevice queues messages for devices of local users. A transaction ID already used by
-// the sending device is answered without sending again.
+// sendToDevice queues messages for devices of local users, and for other servers' users as
+// one m.direct_to_device EDU per server. A transaction ID already used by the sending device
+// is answered without sending again.
 func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request, sess *Session) error {
 	eventType, txnID := r.PathValue("eventType"), r.PathValue("txnID")
 	if eventType == "" || len(eventType) > 255 {
@@ -33,6 +35,7 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request, sess *Sess
 		return mxhttp.MissingParam("messages is required")
 	}
 	local := map[string]map[string]json.RawMessage{}
+	remote := map[string]map[string]map[string]json.RawMessage{} // server -> user -> device
 	for user, devices := range req.Messages {
 		uid, err := spec.NewUserID(user, true)
 		if err != nil {
@@ -44,14 +47,23 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request, sess *Sess
 			}
 		}
 		if uid.Domain() != sess.T.ServerName {
-			continue // remote users need federation, which this shard does not offer yet
+			if s.opts.Keys == nil {
+				continue // no federation: other servers' users cannot be reached
+			}
+			srv := string(uid.Domain())
+			if remote[srv] == nil {
+				remote[srv] = map[string]map[string]json.RawMessage{}
+			}
+			remote[srv][user] = devices
+			continue
 		}
 		local[user] = devices
 	}
 	ctx := r.Context()
-	queued := false
+	queued, fresh := false, false
 	err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
-		fresh, err := storage.RecordToDeviceTxn(ctx, q, sess.UserID, sess.DeviceID, txnID, time.Now().UnixMilli())
+		var err error
+		fresh, err = storage.RecordToDeviceTxn(ctx, q, sess.UserID, sess.DeviceID, txnID, time.Now().UnixMilli())
 		if err != nil || !fresh {
 			return err
 		}
@@ -86,6 +98,15 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request, sess *Sess
 	}
 	if queued {
 		s.notifier.Notify(sess.T.TenantID)
+	}
+	if fresh {
+		// The message ID names this request, the same for every server it goes to.
+		messageID := sess.DeviceID + ":" + txnID
+		for srv, msgs := range remote {
+			if err := s.opts.Keys.SendToDevice(ctx, sess.T, srv, sess.UserID, eventType, messageID, msgs); err != nil {
+				return fmt.Errorf("queue to-device messages for %s: %w", srv, err)
+			}
+		}
 	}
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }

@@ -16,9 +16,13 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.authed(mux, "PUT /_matrix/federation/v2/send_join/{roomID}/{eventID}", "federation.send_join", s.sendJoin)
 	s.authed(mux, "GET /_matrix/federation/v1/make_leave/{roomID}/{userID}", "federation.make_leave", s.makeLeave)
 	s.authed(mux, "PUT /_matrix/federation/v2/send_leave/{roomID}/{eventID}", "federation.send_leave", s.sendLeave)
+	s.authed(mux, "PUT /_matrix/federation/v2/invite/{roomID}/{eventID}", "federation.invite", s.invite)
 	s.authed(mux, "GET /_matrix/federation/v1/event/{eventID}", "federation.event", s.getEvent)
 	s.authed(mux, "GET /_matrix/federation/v1/state/{roomID}", "federation.state", s.roomState(false))
 	s.authed(mux, "GET /_matrix/federation/v1/state_ids/{roomID}", "federation.state_ids", s.roomState(true))
 	s.authed(mux, "GET /_matrix/federation/v1/event_auth/{roomID}/{eventID}", "federation.event_auth", s.eventAuth)
 	s.authed(mux, "POST /_matrix/federation/v1/get_missing_events/{roomID}", "federation.get_missing_events", s.missingEvents)
+	s.authed(mux, "POST /_matrix/federation/v1/user/keys/query", "federation.user_keys_query", s.userKeysQuery)
+	s.authed(mux, "POST /_matrix/federation/v1/user/keys/claim", "federation.user_keys_claim", s.userKeysClaim)
+	s.authed(mux, "GET /_matrix/federation/v1/user/devices/{userID}", "federation.user_devices", s.userDevices)
 }
