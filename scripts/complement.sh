@@ -93,7 +93,7 @@ mkdir -p "$cdir/logs"
 cat >"$cdir/post-test.sh" <<EOF
 #!/bin/sh
 [ "\$3" = true ] || exit 0
-docker logs "\$1" >"$cdir/logs/\$(echo "\$2" | tr '/ ' '__').log" 2>&1
+docker logs "\$1" >"$cdir/logs/\$(echo "\$2" | tr '/ ' '__').\$(echo "\$1" | cut -c1-12).log" 2>&1
 EOF
 chmod +x "$cdir/post-test.sh"
 
