@@ -257,6 +257,12 @@ func (s *Server) localJoinPossible(ctx context.Context, sess *Session, roomID st
 		if local {
 			return nil
 		}
+		// Invited over the invite API (the room unknown here): the inviting server.
+		if inv, err := storage.PendingRemoteInvite(ctx, q, roomID, sess.UserID); err == nil {
+			servers = append(servers, inv.Origin)
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
 		rows, err := q.Query(ctx, `SELECT DISTINCT substr(sender, strpos(sender, ':') + 1) FROM events
 			WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, sess.UserID)
 		if err != nil {
@@ -327,11 +333,48 @@ func (s *Server) membershipChange(membership string) authedHandler {
 				return mxhttp.Forbidden("user is not in the room")
 			}
 		}
+		if handled, err := s.remoteMembership(r, sess, roomID, target, membership, req.Reason); handled || err != nil {
+			if err != nil {
+				return roomErr(err)
+			}
+			return mxhttp.JSON(w, http.StatusOK, struct{}{})
+		}
 		if _, err := s.sendMembership(r.Context(), sess.T, roomID, sess.UserID, target, membership, req.Reason, nil); err != nil {
 			return err
 		}
 		return mxhttp.JSON(w, http.StatusOK, struct{}{})
 	}
+}
+
+// remoteMembership handles the membership changes another server takes part in: inviting
+// another server's user (the invitee's server signs the invite) and rejecting an invite to a
+// room on another server. It reports whether it handled the change.
+func (s *Server) remoteMembership(r *http.Request, sess *Session, roomID, target, membership, reason string) (bool, error) {
+	if s.opts.Remote == nil {
+		return false, nil
+	}
+	ctx := r.Context()
+	switch {
+	case membership == spec.Invite && !strings.HasSuffix(target, ":"+string(sess.T.ServerName)):
+		content := map[string]any{"membership": spec.Invite}
+		if reason != "" {
+			content["reason"] = reason
+		}
+		return true, s.opts.Remote.Invite(ctx, sess.T, roomID, sess.UserID, target, content)
+	case membership == spec.Leave && target == sess.UserID:
+		err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
+			_, err := storage.PendingRemoteInvite(ctx, q, roomID, sess.UserID)
+			return err
+		})
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		return true, s.opts.Remote.RejectInvite(ctx, sess.T, roomID, sess.UserID)
+	}
+	return false, nil
 }
 
 func (s *Server) forgetRoom(w http.ResponseWriter, r *http.Request, sess *Session) error {

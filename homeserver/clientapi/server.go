@@ -51,6 +51,13 @@ type RemoteRooms interface {
 	Join(ctx context.Context, t *Tenant, userID, roomID string, via []string, content map[string]any) error
 	// ResolveAlias asks the alias's server which room it names.
 	ResolveAlias(ctx context.Context, t *Tenant, alias string) (roomID string, servers []string, err error)
+	// Invite invites another server's user: the invite is signed by the invitee's server
+	// (federation invite API) before it is stored and sent to the room.
+	Invite(ctx context.Context, t *Tenant, roomID, sender, target string, content map[string]any) error
+	// RejectInvite rejects a local user's invite to a room on another server (make_leave and
+	// send_leave through the inviting server); the invite is dropped here even when that
+	// server cannot be reached.
+	RejectInvite(ctx context.Context, t *Tenant, roomID, userID string) error
 }
 
 // RemoteKeys reaches the end-to-end encryption keys and devices of other servers' users
