@@ -390,9 +390,19 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		if err != nil {
 			return err
 		}
+		// Invites over the federation invite API newer than what a stored room says of the user.
+		remoteInvites, err := storage.LiveRemoteInvites(ctx, q, sess.UserID)
+		if err != nil {
+			return err
+		}
+		supersededRooms := make(map[string]bool, len(remoteInvites))
+		for _, inv := range remoteInvites {
+			supersededRooms[inv.RoomID] = true
+		}
+		syncRemoteInvites(resp, remoteInvites, since != nil, from, filter)
 		var joinedIDs []string
 		for _, ur := range userRooms {
-			if !filter.roomFilter().allowsRoom(ur.RoomID) {
+			if !filter.roomFilter().allowsRoom(ur.RoomID) || supersededRooms[ur.RoomID] {
 				continue
 			}
 			changed := ur.StreamPos > from
@@ -625,6 +635,40 @@ func (s *Server) syncLeftRoom(ctx context.Context, q pgdb.DBTX, sess *Session, u
 		lr.Timeline.PrevBatch = topoToken(rows[0].StreamPos - 1)
 	}
 	return lr, nil
+}
+
+// syncRemoteInvites adds invites to rooms on other servers (the stripped state their server
+// sent) and their rejections, when new since the token (or on an initial sync).
+func syncRemoteInvites(resp *syncResponse, invites []storage.RemoteInvite, incremental bool, from int64, filter *Filter) {
+	for _, inv := range invites {
+		if !filter.roomFilter().allowsRoom(inv.RoomID) {
+			continue
+		}
+		changed := inv.StreamPos > from
+		switch inv.Membership {
+		case spec.Invite:
+			if incremental && !changed {
+				continue
+			}
+			st := []any{}
+			_ = json.Unmarshal(inv.InviteState, &st)
+			resp.Rooms.Invite[inv.RoomID] = &invitedRoom{InviteState: eventsBlock{Events: st}}
+			resp.hasNews = true
+		case spec.Leave:
+			if !(incremental && changed) && !(!incremental && filter.includeLeave()) {
+				continue
+			}
+			lr := &leftRoom{Timeline: timelineBlock{Events: []ClientEvent{}}, State: stateBlock{Events: []ClientEvent{}},
+				AccountData: eventsBlock{Events: []any{}}}
+			if inv.Leave != nil {
+				sk := inv.UserID
+				lr.Timeline.Events = append(lr.Timeline.Events, clientEvent(storage.EventRow{EventID: inv.Leave.EventID, RoomID: inv.RoomID,
+					Type: spec.MRoomMember, StateKey: &sk, Sender: inv.UserID, OriginServerTS: inv.Leave.OriginServerTS, JSON: inv.Leave.JSON}, "", "", false))
+			}
+			resp.Rooms.Leave[inv.RoomID] = lr
+			resp.hasNews = true
+		}
+	}
 }
 
 // strippedState is the state an invitee sees of a room.

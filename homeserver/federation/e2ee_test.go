@@ -224,6 +224,23 @@ func TestFederatedE2EE(t *testing.T) {
 	// Carol, on the other shard, hears of it too.
 	syncUntil(t, carol, carolBefore, "bob's new device at carol", changedHas(bob.UserID))
 
+	// A new cross-signing key of bob (m.signing_key_update) reaches alice and carol too.
+	since = alice.MustDo(t, "GET", "/_matrix/client/v3/sync", nil)["next_batch"].(string)
+	carolBefore = carol.MustDo(t, "GET", "/_matrix/client/v3/sync", nil)["next_batch"].(string)
+	mpub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := map[string]any{"user_id": bob.UserID, "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + b64(mpub): b64(mpub)}}
+	bob.MustDo(t, "POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{"master_key": master})
+	syncUntil(t, alice, since, "bob's master key at alice", changedHas(bob.UserID))
+	syncUntil(t, carol, carolBefore, "bob's master key at carol", changedHas(bob.UserID))
+	q = carol.MustDo(t, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{bob.UserID: []string{}}})
+	mk, _ := q["master_keys"].(map[string]any)
+	if got, _ := mk[bob.UserID].(map[string]any); got == nil || fmt.Sprint(got["keys"]) != fmt.Sprint(master["keys"]) {
+		t.Fatalf("carol's keys/query master key of bob = %v, want %v", mk[bob.UserID], master["keys"])
+	}
+
 	// To-device messages cross servers: to one device of bob, to every device of carol.
 	bobSince := bob.MustDo(t, "GET", "/_matrix/client/v3/sync", nil)["next_batch"].(string)
 	carolSince := carol.MustDo(t, "GET", "/_matrix/client/v3/sync", nil)["next_batch"].(string)

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -245,4 +246,102 @@ func (e *Engine) Build(ctx context.Context, h *Host, req Request) (gomatrixserve
 		return err
 	})
 	return ev, err
+}
+
+// PersistSigned stores a local event that another server had to sign first (an invite of
+// that server's user, built with Build). Unlike PersistRemote it is a local event: when the
+// room's head has not moved since Build, it is checked against the current state and stored
+// like Send stores events, with the in-transaction hook queueing it for the room's other
+// servers in the same transaction, and published as local. When the head moved meanwhile,
+// it is placed in the DAG by PersistRemote (auth checks, state resolution across the fork)
+// and queued in a second transaction.
+func (e *Engine) PersistSigned(ctx context.Context, h *Host, ev gomatrixserverlib.PDU) (Outcome, error) {
+	outcome, placed, err := e.persistSignedOnHead(ctx, h, ev)
+	if err != nil || placed {
+		return outcome, err
+	}
+	outcome, err = e.PersistRemote(ctx, h, ev, h.ServerName)
+	if err != nil || outcome == Rejected || outcome == Duplicate || e.inTx == nil {
+		return outcome, err
+	}
+	err = h.Store.Tx(ctx, func(q pgdb.DBTX) error { return e.inTx(ctx, q, h, ev) })
+	return outcome, err
+}
+
+// persistSignedOnHead stores ev as the room's new head if its prev events are the head;
+// placed is false (and nothing is stored) otherwise.
+func (e *Engine) persistSignedOnHead(ctx context.Context, h *Host, ev gomatrixserverlib.PDU) (Outcome, bool, error) {
+	roomID := ev.RoomID().String()
+	unlock := e.lock(h.TenantID + "|" + roomID)
+	defer unlock()
+	var persisted []Persisted
+	var outcome Outcome
+	placed := true
+	err := h.Store.Tx(ctx, func(q pgdb.DBTX) error {
+		persisted, outcome, placed = persisted[:0], "", true
+		if _, err := storage.EventByID(ctx, q, ev.EventID()); err == nil {
+			outcome = Duplicate
+			return nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		room, err := storage.RoomForUpdate(ctx, q, roomID)
+		if errors.Is(err, storage.ErrNotFound) {
+			return ErrRoomNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock room %s: %w", roomID, err)
+		}
+		if !sameIDs(room.Extremities, ev.PrevEventIDs()) {
+			placed = false
+			return nil
+		}
+		w := &writer{engine: e, host: h, q: q, room: room}
+		if err := w.load(ctx); err != nil {
+			return err
+		}
+		needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev})
+		var authState []gomatrixserverlib.PDU
+		for _, t := range needed.Tuples() {
+			if s, ok := w.state[storage.StateKeyTuple{Type: t.EventType, StateKey: t.StateKey}]; ok {
+				authState = append(authState, s)
+			}
+		}
+		authEvents, err := gomatrixserverlib.NewAuthEvents(authState)
+		if err != nil {
+			return fmt.Errorf("auth events: %w", err)
+		}
+		if err := gomatrixserverlib.Allowed(ev, authEvents, UserIDForSender); err != nil {
+			outcome = Rejected
+			return nil
+		}
+		p, err := w.persist(ctx, ev, Request{})
+		if err != nil {
+			return err
+		}
+		persisted = append(persisted, p)
+		outcome = Accepted
+		return w.finish(ctx)
+	})
+	if err != nil {
+		return "", false, err
+	}
+	e.publish(persisted)
+	return outcome, placed, nil
+}
+
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := make(map[string]bool, len(a))
+	for _, id := range a {
+		set[id] = true
+	}
+	for _, id := range b {
+		if !set[id] {
+			return false
+		}
+	}
+	return true
 }

@@ -18,7 +18,7 @@ const urlB = mustEnv("ATOLL_URL_B");
 const stepTimeout = Number(process.env.ATOLL_STEP_TIMEOUT_MS || 30000);
 const trace = process.env.ATOLL_JS_TRACE === "1";
 logger.setLevel(process.env.ATOLL_JS_LOG || "error", false);
-if (!process.env.ATOLL_JS_LOG) console.debug = () => {}; // the Rust crypto's DEBUG tracing
+if (!process.env.ATOLL_JS_LOG) console.debug = console.info = () => {}; // the Rust crypto's tracing
 
 const started = Date.now();
 function step(msg) {
