@@ -892,7 +892,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, sess *Session)
 		return err
 	}
 	var from, to int64 = -1, -1
-	if v := qp.Get("from"); v != "" {
+	historyFrom := "" // an "h" token: only the history before the room's first stored event remains
+	if v := qp.Get("from"); dir == "b" && strings.HasPrefix(v, "h") {
+		historyFrom, from = v, 0
+	} else if v != "" {
 		if from, err = parsePageToken(v); err != nil {
 			return err
 		}
@@ -981,7 +984,43 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, sess *Session)
 	if err != nil {
 		return err
 	}
+	if err := s.pageHistory(r, sess, roomID, historyFrom, dir == "b" && to < 0 && resp["end"] == nil, limit, filter, resp); err != nil {
+		return err
+	}
 	return mxhttp.JSON(w, http.StatusOK, resp)
+}
+
+// historyPager continues /messages backwards past the first event a tenant stores of a room
+// it joined over federation (federation backfill; see docs/federation.md).
+type historyPager interface {
+	History(ctx context.Context, t *Tenant, roomID, userID, from string, limit int) ([]storage.EventRow, string, error)
+}
+
+// pageHistory fills the rest of a backwards page whose stream events ran out with the room's
+// history from before them, ordered by depth, and sets its "h" end token.
+func (s *Server) pageHistory(r *http.Request, sess *Session, roomID, from string, ranOut bool, limit int, filter *RoomEventFilter, resp map[string]any) error {
+	hp, ok := s.opts.Remote.(historyPager)
+	if !ok || !ranOut {
+		return nil
+	}
+	chunk, _ := resp["chunk"].([]ClientEvent)
+	rows, next, err := hp.History(r.Context(), sess.T, roomID, sess.UserID, from, limit-len(chunk))
+	if err != nil {
+		return err
+	}
+	for _, e := range rows {
+		if filter == nil || filter.allows(e.Type, e.Sender) {
+			chunk = append(chunk, clientEvent(e, sess.UserID, sess.DeviceID, true))
+		}
+	}
+	resp["chunk"] = chunk
+	if from != "" {
+		resp["start"] = from
+	}
+	if next != "" {
+		resp["end"] = next
+	}
+	return nil
 }
 
 func loadFilterForMessages(param string) (*RoomEventFilter, error) {
