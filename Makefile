@@ -33,7 +33,8 @@ lint:
 
 # Benchmarks (ratios against a baseline measured in the same run).
 bench:
-	bash scripts/test.sh -run XXX -bench . -benchtime 2s ./pushgateway/ ./sidecars/... ./homeserver/bench/...
+	bash scripts/test.sh -run XXX -bench . -benchtime 2s ./pushgateway/ ./sidecars/...
+	bash scripts/bench-density.sh
 
 VERSION ?= 0.1.0
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)

@@ -120,6 +120,16 @@ func (s *Shard) Resolve(ctx context.Context, host string) (*clientapi.Tenant, er
 	if rec.Status == tenant.Suspended {
 		return nil, clientapi.ErrSuspended
 	}
+	// Loaded already (the host cache only expired, or another of the tenant's names was
+	// used): no lease or migration work on this path.
+	s.mu.Lock()
+	if e := s.loaded[rec.ID]; e != nil {
+		e.lastUsed = now
+		s.hosts[host] = hostEntry{id: rec.ID, expires: now.Add(30 * time.Second)}
+		s.mu.Unlock()
+		return e.t, nil
+	}
+	s.mu.Unlock()
 	return s.load(ctx, host, rec)
 }
 
