@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -181,5 +182,33 @@ func TestFederatedInvites(t *testing.T) {
 	}
 	if inv := section(t, dave, "invite"); len(inv) != 0 {
 		t.Fatalf("a forged invite reached dave: %v", inv)
+	}
+}
+
+// TestRejectInviteUnreachable: an invite whose inviting server cannot be reached is still
+// rejected locally: the client gets 200 and the invite leaves /sync.
+func TestRejectInviteUnreachable(t *testing.T) {
+	s := shardtest.New(t)
+	b := s.CreateTenant(t, "invu_b")
+	bob := b.Register(t, "bob")
+	roomID := "!gone:unreachable.invalid"
+	state := `[{"type":"m.room.name","state_key":"","sender":"@eve:unreachable.invalid","content":{"name":"Ghost Town"}},
+		{"type":"m.room.member","state_key":"` + bob.UserID + `","sender":"@eve:unreachable.invalid","content":{"membership":"invite"}}]`
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	schema := pgx.Identifier{"t_" + b.ID}.Sanitize()
+	if _, err := s.Process.Pool.Exec(ctx, `WITH p AS (UPDATE `+schema+`.stream_head SET pos = pos + 1 RETURNING pos)
+		INSERT INTO `+schema+`.remote_invites (room_id, user_id, event_id, sender, origin, room_version, event_json, invite_state,
+		membership, stream_pos) SELECT $1, $2, '$ghost', '@eve:unreachable.invalid', 'unreachable.invalid', '10', '{}', $3::jsonb,
+		'invite', p.pos FROM p`, roomID, bob.UserID, state); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, bob, "the invite", invited(roomID, "Ghost Town", bob.UserID, "@eve:unreachable.invalid"))
+	bob.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{})
+	if inv := section(t, bob, "invite"); inv[roomID] != nil {
+		t.Fatalf("the invite is still listed after rejecting: %v", inv)
+	}
+	if st, body := bob.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{}); st == http.StatusOK {
+		t.Fatalf("a second rejection succeeded: %v", body)
 	}
 }
