@@ -22,6 +22,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.authed(mux, "GET /_matrix/federation/v1/state_ids/{roomID}", "federation.state_ids", s.roomState(true))
 	s.authed(mux, "GET /_matrix/federation/v1/event_auth/{roomID}/{eventID}", "federation.event_auth", s.eventAuth)
 	s.authed(mux, "POST /_matrix/federation/v1/get_missing_events/{roomID}", "federation.get_missing_events", s.missingEvents)
+	s.authed(mux, "GET /_matrix/federation/v1/backfill/{roomID}", "federation.backfill", s.backfill)
 	s.authed(mux, "POST /_matrix/federation/v1/user/keys/query", "federation.user_keys_query", s.userKeysQuery)
 	s.authed(mux, "POST /_matrix/federation/v1/user/keys/claim", "federation.user_keys_claim", s.userKeysClaim)
 	s.authed(mux, "GET /_matrix/federation/v1/user/devices/{userID}", "federation.user_devices", s.userDevices)
