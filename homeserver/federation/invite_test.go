@@ -82,6 +82,14 @@ func section(t *testing.T, c *shardtest.Client, name string) map[string]any {
 // leave). An invite of a user B does not have is refused with a clear error, and a forged
 // invite sent straight to B's invite endpoint is refused.
 func TestFederatedInvites(t *testing.T) {
+	for _, version := range []string{"10", "12"} {
+		// Version 12 room IDs name no server: the join must find the inviting server from the
+		// stored invite.
+		t.Run("v"+version, func(t *testing.T) { testFederatedInvites(t, version) })
+	}
+}
+
+func testFederatedInvites(t *testing.T, version string) {
 	s1 := shardtest.New(t)
 	s2 := shardtest.New(t)
 	a := s1.CreateTenant(t, "inv_a")
@@ -96,7 +104,7 @@ func TestFederatedInvites(t *testing.T) {
 		}
 	})
 
-	room := alice.MustDo(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Back Office"})
+	room := alice.MustDo(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Back Office", "room_version": version})
 	roomID := room["room_id"].(string)
 	r := url.PathEscape(roomID)
 
@@ -164,7 +172,7 @@ func TestFederatedInvites(t *testing.T) {
 	target := dave.UserID
 	proto := gomatrixserverlib.ProtoEvent{SenderID: alice.UserID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &target,
 		Content: spec.RawJSON(`{"membership":"invite"}`), PrevEvents: []string{}, AuthEvents: []string{}, Depth: 10}
-	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV10)
+	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(version))
 	forged, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(a.ServerName), hostA.KeyID, forgedKey)
 	if err != nil {
 		t.Fatal(err)
