@@ -21,7 +21,7 @@ type RemoteInvite struct {
 	RoomVersion string
 	EventJSON   []byte // the invite, signed by both servers
 	InviteState json.RawMessage
-	Membership  string // "invite", or "leave" once rejected
+	Membership  string       // "invite", or "leave" once rejected
 	Leave       *RemoteLeave // the rejection sent to the inviting server, if it could be made
 	StreamPos   int64
 }
