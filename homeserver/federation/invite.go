@@ -257,7 +257,7 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request, req *request) er
 		return fmt.Errorf("verify invite signature: %w", err)
 	}
 	if len(results) != 1 || results[0].Error != nil {
-		s.fed.authFailures.Inc()
+		s.fed.pdus.WithLabelValues("invalid").Inc()
 		return mxhttp.Forbidden("the invite is not signed by the server it comes from")
 	}
 	state := sanitizeInviteState(body.InviteRoomState)
