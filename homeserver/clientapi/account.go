@@ -79,6 +79,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, t *Tenant) err
 	if req.Auth == nil || req.Auth.Type == "" {
 		return s.challenge("", stage)
 	}
+	if err := s.limit(r.Context(), "register_ip", t.TenantID+"|"+clientIP(r), registrationsPerMinute, time.Minute); err != nil {
+		return err
+	}
 	if req.Auth.Type != stage {
 		return s.challenge(req.Auth.Session, stage)
 	}
@@ -200,8 +203,6 @@ func (s *Server) registrationTokenValidity(w http.ResponseWriter, r *http.Reques
 // Shared-secret registration, compatible with Synapse's admin API (used by existing tooling
 // and by Complement).
 
-
-
 func (s *Server) adminRegisterNonce(w http.ResponseWriter, r *http.Request, t *Tenant) error {
 	if t.Settings.SharedSecret == "" {
 		return mxhttp.Code(http.StatusBadRequest, spec.ErrorUnknown, "shared secret registration is not enabled")
@@ -307,6 +308,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, t *Tenant) error 
 	lp, ok := localpartOf(user, t.ServerName)
 	if !ok {
 		return mxhttp.Forbidden("invalid username or password")
+	}
+	if err := s.limit(r.Context(), "login_ip", t.TenantID+"|"+clientIP(r), 3*loginsPerMinute, time.Minute); err != nil {
+		return err
+	}
+	if err := s.limit(r.Context(), "login_account", t.TenantID+"|"+lp, loginsPerMinute, time.Minute); err != nil {
+		return err
 	}
 	if err := s.checkPassword(r, t, lp, req.Password); err != nil {
 		return err

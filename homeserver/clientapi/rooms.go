@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -591,6 +592,13 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request, sess *Sessi
 	typ, txn := r.PathValue("eventType"), r.PathValue("txnID")
 	if typ == "" || len(typ) > 255 || txn == "" || len(txn) > 255 {
 		return mxhttp.InvalidParam("invalid event type or transaction ID")
+	}
+	perSecond := int(sess.T.Settings.MessagesPerSecond + 0.999)
+	if perSecond == 0 {
+		perSecond = defaultMessagesPerSec
+	}
+	if err := s.limit(r.Context(), "send", sess.T.TenantID+"|"+sess.UserID, perSecond, time.Second); err != nil {
+		return err
 	}
 	content, err := readContent(r)
 	if err != nil {

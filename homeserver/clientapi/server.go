@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
+	"github.com/atoll-matrix/atoll/homeserver/ratelimit"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/storage"
 	"github.com/atoll-matrix/atoll/homeserver/tenant"
@@ -80,7 +81,9 @@ type RemoteKeys interface {
 // Options tune a Server.
 type Options struct {
 	Remote RemoteRooms
-	Keys   RemoteKeys
+	// Limiter enforces rate limits shared by every shard; nil disables them.
+	Limiter *ratelimit.Limiter
+	Keys    RemoteKeys
 	// BcryptCost for password hashes; tests and benchmarks lower it.
 	BcryptCost int
 	// PublicBaseURL, when set, is advertised in /.well-known/matrix/client as
@@ -325,4 +328,20 @@ func Authenticate(ctx context.Context, t *Tenant, token string) (userID, deviceI
 		return "", "", false, fmt.Errorf("authenticate: %w", err)
 	}
 	return dev.UserID, dev.DeviceID, u.Admin, nil
+}
+
+// Rate limits. Logins and registrations are counted per client address and (for logins) per
+// account, so a brute force spread over shards hits one counter.
+const (
+	loginsPerMinute        = 10
+	registrationsPerMinute = 20
+	defaultMessagesPerSec  = 20
+)
+
+func (s *Server) limit(ctx context.Context, name, key string, limit int, window time.Duration) error {
+	ok, wait := s.opts.Limiter.Allow(ctx, name, key, limit, window)
+	if ok {
+		return nil
+	}
+	return &mxhttp.Error{Status: http.StatusTooManyRequests, Body: spec.LimitExceeded("too many requests, slow down", wait.Milliseconds())}
 }

@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/atoll-matrix/atoll/homeserver/adminapi"
 	"github.com/atoll-matrix/atoll/homeserver/clientapi"
@@ -27,8 +27,8 @@ import (
 	"github.com/atoll-matrix/atoll/homeserver/federation"
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
 	"github.com/atoll-matrix/atoll/homeserver/push"
-	"github.com/atoll-matrix/atoll/homeserver/ratelimit"
 	"github.com/atoll-matrix/atoll/homeserver/pusher"
+	"github.com/atoll-matrix/atoll/homeserver/ratelimit"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/shard"
 	"github.com/atoll-matrix/atoll/homeserver/tenant"

@@ -67,9 +67,9 @@ type Engine struct {
 	onStateRes StateResolutionObserver
 	inTx       InTx
 	metrics    *metrics
-	mu      sync.Mutex
-	locks   map[string]*roomLock
-	now     func() time.Time
+	mu         sync.Mutex
+	locks      map[string]*roomLock
+	now        func() time.Time
 }
 
 type roomLock struct {
