@@ -155,13 +155,32 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *Sessio
 		}
 		alias = "#" + req.RoomAliasName + ":" + string(sess.T.ServerName)
 	}
+	// Users of other servers are invited through their servers once the room exists.
+	var localInvites, remoteInvites []string
+	for _, inv := range req.Invite {
+		if strings.HasSuffix(inv, ":"+string(sess.T.ServerName)) || s.opts.Remote == nil {
+			localInvites = append(localInvites, inv)
+		} else {
+			remoteInvites = append(remoteInvites, inv)
+		}
+	}
 	roomID, err := s.engine.CreateRoom(r.Context(), sess.T.Host, rooms.CreateOptions{
 		Creator: sess.UserID, Version: version, Preset: req.Preset, Visibility: req.Visibility,
-		Name: req.Name, Topic: req.Topic, Alias: alias, Invite: req.Invite, IsDirect: req.IsDirect,
+		Name: req.Name, Topic: req.Topic, Alias: alias, Invite: localInvites, RemoteInvite: remoteInvites, IsDirect: req.IsDirect,
 		InitialState: req.InitialState, CreationContent: req.CreationContent, PowerLevelContentOverride: req.PowerLevelContentOverride,
 	})
 	if err != nil {
 		return roomErr(err)
+	}
+	for _, inv := range remoteInvites {
+		content := map[string]any{"membership": spec.Invite}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		if err := s.opts.Remote.Invite(r.Context(), sess.T, roomID, sess.UserID, inv, content); err != nil {
+			// The room exists; one unreachable invitee does not undo it (as other servers do).
+			s.log.InfoContext(r.Context(), "invite at room creation failed", "tenant", sess.T.TenantID, "err", err)
+		}
 	}
 	return mxhttp.JSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }

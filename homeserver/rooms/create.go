@@ -25,14 +25,17 @@ type InitialStateEvent struct {
 
 // CreateOptions are the fields of a createRoom request.
 type CreateOptions struct {
-	Creator                   string
-	Version                   gomatrixserverlib.RoomVersion
-	Preset                    string
-	Visibility                string
-	Name                      string
-	Topic                     string
-	Alias                     string // full alias, already validated as local
-	Invite                    []string
+	Creator    string
+	Version    gomatrixserverlib.RoomVersion
+	Preset     string
+	Visibility string
+	Name       string
+	Topic      string
+	Alias      string // full alias, already validated as local
+	Invite     []string
+	// RemoteInvite are invitees on other servers: they get the trusted preset's power like
+	// local invitees, but their invites go out through the federation invite API afterwards.
+	RemoteInvite              []string
 	IsDirect                  bool
 	InitialState              []InitialStateEvent
 	CreationContent           json.RawMessage
@@ -117,7 +120,7 @@ func (e *Engine) CreateRoom(ctx context.Context, h *Host, o CreateOptions) (stri
 	}
 	var additionalCreators []string
 	if verImpl.PrivilegedCreators() && preset == PresetTrustedPrivateChat {
-		additionalCreators = append(additionalCreators, o.Invite...)
+		additionalCreators = append(append(additionalCreators, o.Invite...), o.RemoteInvite...)
 		if len(additionalCreators) > 0 {
 			createContent["additional_creators"] = additionalCreators
 		}
@@ -127,7 +130,7 @@ func (e *Engine) CreateRoom(ctx context.Context, h *Host, o CreateOptions) (stri
 	if !verImpl.PrivilegedCreators() {
 		users[o.Creator] = 100
 		if preset == PresetTrustedPrivateChat {
-			for _, inv := range o.Invite {
+			for _, inv := range append(append([]string{}, o.Invite...), o.RemoteInvite...) {
 				users[inv] = 100
 			}
 		}
