@@ -176,11 +176,33 @@ func (snd *Sender) pass(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
+	depth := map[string]float64{"local": 0, "remote": 0}
+	defer func() {
+		for class, n := range depth {
+			snd.s.fed.queueDepth.WithLabelValues(class).Set(n)
+		}
+	}()
 	for _, id := range tenants {
 		h, err := snd.load(ctx, id)
 		if err != nil {
 			continue // owned elsewhere now, or suspended
 		}
+		_ = h.Store.Tx(ctx, func(q pgdb.DBTX) error {
+			rows, err := q.Query(ctx, `SELECT destination, count(*) FROM federation_outbox GROUP BY destination`)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var dest string
+				var n float64
+				if err := rows.Scan(&dest, &n); err != nil {
+					return err
+				}
+				depth[snd.s.destinationClass(ctx, dest)] += n
+			}
+			return rows.Err()
+		})
 		var dests []string
 		err = h.Store.Tx(ctx, func(q pgdb.DBTX) error {
 			rows, err := q.Query(ctx, `SELECT DISTINCT o.destination FROM federation_outbox o
@@ -244,10 +266,7 @@ type outItem struct {
 // drain sends transactions to one destination until its queue is empty or it fails.
 func (snd *Sender) drain(ctx context.Context, h *rooms.Host, dest string) {
 	client := snd.s.Client(h)
-	class := "remote"
-	if _, err := snd.s.registry.ByHost(ctx, dest); err == nil {
-		class = "local"
-	}
+	class := snd.s.destinationClass(ctx, dest)
 	for {
 		var items []outItem
 		err := h.Store.Tx(ctx, func(q pgdb.DBTX) error {
@@ -343,4 +362,13 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// destinationClass is "local" for a tenant of this installation, "remote" otherwise: the only
+// label metrics carry for destinations, which are unbounded.
+func (s *Server) destinationClass(ctx context.Context, dest string) string {
+	if _, err := s.registry.ByHost(ctx, dest); err == nil {
+		return "local"
+	}
+	return "remote"
 }
