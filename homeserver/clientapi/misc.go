@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -85,27 +86,9 @@ func (s *Server) profile(field string) tenantHandler {
 		if err != nil {
 			return err
 		}
-		if uid.Domain() != t.ServerName {
-			return mxhttp.NotFound("profile not found")
-		}
-		var u storage.User
-		err = t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-			var err error
-			u, err = storage.GetUser(r.Context(), q, uid.Local())
-			return err
-		})
-		if errors.Is(err, storage.ErrNotFound) || (err == nil && u.Deactivated) {
-			return mxhttp.NotFound("profile not found")
-		}
+		out, err := Profile(r.Context(), t, uid, field)
 		if err != nil {
 			return err
-		}
-		out := map[string]string{}
-		if (field == "" || field == "displayname") && u.DisplayName != "" {
-			out["displayname"] = u.DisplayName
-		}
-		if (field == "" || field == "avatar_url") && u.AvatarURL != "" {
-			out["avatar_url"] = u.AvatarURL
 		}
 		if field != "" && len(out) == 0 {
 			return mxhttp.NotFound("profile field not set")
@@ -163,6 +146,34 @@ func (s *Server) setProfile(field string) authedHandler {
 		}
 		return mxhttp.JSON(w, http.StatusOK, struct{}{})
 	}
+}
+
+// Profile returns a local user's public profile (one field, or both when field is ""), for
+// the client API and federation queries alike.
+func Profile(ctx context.Context, t *Tenant, uid *spec.UserID, field string) (map[string]string, error) {
+	if uid.Domain() != t.ServerName {
+		return nil, mxhttp.NotFound("profile not found")
+	}
+	var u storage.User
+	err := t.Store.Tx(ctx, func(q pgdb.DBTX) error {
+		var err error
+		u, err = storage.GetUser(ctx, q, uid.Local())
+		return err
+	})
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && u.Deactivated) {
+		return nil, mxhttp.NotFound("profile not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if (field == "" || field == "displayname") && u.DisplayName != "" {
+		out["displayname"] = u.DisplayName
+	}
+	if (field == "" || field == "avatar_url") && u.AvatarURL != "" {
+		out["avatar_url"] = u.AvatarURL
+	}
+	return out, nil
 }
 
 // Filters.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/atoll-matrix/atoll/homeserver/clientapi"
 	"github.com/atoll-matrix/atoll/homeserver/storage"
 	"github.com/atoll-matrix/atoll/internal/mxhttp"
 	"github.com/atoll-matrix/atoll/internal/pgdb"
@@ -16,31 +17,13 @@ func (s *Server) queryProfile(w http.ResponseWriter, r *http.Request, req *reque
 	if err != nil {
 		return mxhttp.InvalidParam("invalid user_id")
 	}
-	if uid.Domain() != req.T.ServerName {
-		return mxhttp.InvalidParam("user is not on this server")
-	}
 	field := r.URL.Query().Get("field")
 	if field != "" && field != "displayname" && field != "avatar_url" {
 		return mxhttp.InvalidParam("unknown profile field")
 	}
-	var u storage.User
-	err = req.T.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-		var err error
-		u, err = storage.GetUser(r.Context(), q, uid.Local())
-		return err
-	})
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && u.Deactivated) {
-		return mxhttp.NotFound("profile not found")
-	}
+	out, err := clientapi.Profile(r.Context(), req.T, uid, field)
 	if err != nil {
 		return err
-	}
-	out := map[string]string{}
-	if (field == "" || field == "displayname") && u.DisplayName != "" {
-		out["displayname"] = u.DisplayName
-	}
-	if (field == "" || field == "avatar_url") && u.AvatarURL != "" {
-		out["avatar_url"] = u.AvatarURL
 	}
 	return mxhttp.JSON(w, http.StatusOK, out)
 }
