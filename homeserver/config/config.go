@@ -26,7 +26,16 @@ type Config struct {
 	Push       Push       `yaml:"push"`
 	Media      Media      `yaml:"media"`
 	Federation Federation `yaml:"federation"`
+	TLS        TLS        `yaml:"tls"`
 	Log        Log        `yaml:"log"`
+}
+
+// TLS is the certificate of the federation listener (listen.federation): one PEM certificate
+// chain and its key, both or neither. The certificate should name every tenant server name
+// that other servers reach on that listener (a wildcard, or the names served).
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Federation configures how tenants reach other Matrix servers.
@@ -70,11 +79,14 @@ type Shard struct {
 }
 
 // Listen holds the listener addresses. Client serves the Client-Server API, well-known and
-// plain-HTTP federation behind an ingress; Admin and Metrics are never exposed publicly.
+// plain-HTTP federation behind an ingress; Federation (optional, with tls) serves the same
+// handler over TLS, for servers that reach tenants directly on a port such as 8448; Admin and
+// Metrics are never exposed publicly.
 type Listen struct {
-	Client  string `yaml:"client"`
-	Admin   string `yaml:"admin"`
-	Metrics string `yaml:"metrics"`
+	Client     string `yaml:"client"`
+	Federation string `yaml:"federation"`
+	Admin      string `yaml:"admin"`
+	Metrics    string `yaml:"metrics"`
 }
 
 // Database is the PostgreSQL holding the control schema and every tenant schema.
@@ -185,7 +197,8 @@ func (c Config) Validate() error {
 	if c.Shard.Name == "" {
 		errs = append(errs, errors.New("shard.name is required"))
 	}
-	for name, addr := range map[string]string{"listen.client": c.Listen.Client, "listen.admin": c.Listen.Admin, "listen.metrics": c.Listen.Metrics} {
+	for name, addr := range map[string]string{"listen.client": c.Listen.Client, "listen.federation": c.Listen.Federation,
+		"listen.admin": c.Listen.Admin, "listen.metrics": c.Listen.Metrics} {
 		if addr == "" {
 			continue
 		}
@@ -195,6 +208,15 @@ func (c Config) Validate() error {
 	}
 	if c.Listen.Client == "" {
 		errs = append(errs, errors.New("listen.client is required"))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("tls.cert_file and tls.key_file go together"))
+	}
+	if c.Listen.Federation != "" && c.TLS.CertFile == "" {
+		errs = append(errs, errors.New("listen.federation needs tls.cert_file and tls.key_file"))
+	}
+	if c.Listen.Federation == "" && (c.TLS.CertFile != "" || c.TLS.KeyFile != "") {
+		errs = append(errs, errors.New("tls is only used by listen.federation, which is not set"))
 	}
 	if c.Database.URL == "" {
 		errs = append(errs, errors.New("database.url or database.url_file is required"))

@@ -61,8 +61,9 @@ type Process struct {
 
 	client, admin, metrics http.Handler
 	listeners              []net.Listener
+	handlers               []http.Handler // what each listener serves
 	// Addresses of the listeners once Listen has run.
-	ClientAddr, AdminAddr, MetricsAddr string
+	ClientAddr, FederationAddr, AdminAddr, MetricsAddr string
 }
 
 // New connects to the database, migrates the control schema and wires every part.
@@ -150,7 +151,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 
 // Listen opens the configured listeners (port 0 picks a free port; see the *Addr fields).
 func (p *Process) Listen() error {
-	open := func(addr string, dst *string) error {
+	var fedTLS *tls.Config
+	if p.cfg.Listen.Federation != "" {
+		cert, err := tls.LoadX509KeyPair(p.cfg.TLS.CertFile, p.cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("federation listener certificate: %w", err)
+		}
+		// The federation listener serves the client listener's handler; "h2" lets net/http
+		// speak HTTP/2 on it.
+		fedTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	}
+	open := func(addr string, dst *string, h http.Handler, tlsConfig *tls.Config) error {
 		if addr == "" {
 			return nil
 		}
@@ -158,11 +169,18 @@ func (p *Process) Listen() error {
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
-		p.listeners = append(p.listeners, l)
 		*dst = l.Addr().String()
+		if tlsConfig != nil {
+			l = tls.NewListener(l, tlsConfig)
+		}
+		p.listeners = append(p.listeners, l)
+		p.handlers = append(p.handlers, h)
 		return nil
 	}
-	if err := open(p.cfg.Listen.Client, &p.ClientAddr); err != nil {
+	if err := open(p.cfg.Listen.Client, &p.ClientAddr, p.client, nil); err != nil {
+		return err
+	}
+	if err := open(p.cfg.Listen.Federation, &p.FederationAddr, p.client, fedTLS); err != nil {
 		return err
 	}
 	if p.cfg.Federation.LocalURL == "" {
@@ -171,10 +189,10 @@ func (p *Process) Listen() error {
 	if p.cfg.Shard.AdvertiseURL == "" {
 		p.Shard.SetAdvertiseURL("http://" + p.ClientAddr)
 	}
-	if err := open(p.cfg.Listen.Admin, &p.AdminAddr); err != nil {
+	if err := open(p.cfg.Listen.Admin, &p.AdminAddr, p.admin, nil); err != nil {
 		return err
 	}
-	return open(p.cfg.Listen.Metrics, &p.MetricsAddr)
+	return open(p.cfg.Listen.Metrics, &p.MetricsAddr, p.metrics, nil)
 }
 
 // Run serves until ctx ends, then shuts down gracefully: listeners stop accepting, in-flight
@@ -185,17 +203,10 @@ func (p *Process) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	handlers := []http.Handler{p.client}
-	if p.cfg.Listen.Admin != "" {
-		handlers = append(handlers, p.admin)
-	}
-	if p.cfg.Listen.Metrics != "" {
-		handlers = append(handlers, p.metrics)
-	}
 	errc := make(chan error, len(p.listeners)+1)
 	var servers []*http.Server
 	for i, l := range p.listeners {
-		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		srv := &http.Server{Handler: p.handlers[i], ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			BaseContext: func(net.Listener) context.Context { return ctx }}
 		servers = append(servers, srv)
 		go func() {
@@ -211,7 +222,7 @@ func (p *Process) Run(ctx context.Context) error {
 	go func() { shardDone <- p.Shard.Run(shardCtx) }()
 	typingTick := time.NewTicker(time.Second)
 	defer typingTick.Stop()
-	p.log.Info("homeserver started", "shard", p.cfg.Shard.Name, "client", p.ClientAddr, "admin", p.AdminAddr, "metrics", p.MetricsAddr)
+	p.log.Info("homeserver started", "shard", p.cfg.Shard.Name, "client", p.ClientAddr, "federation", p.FederationAddr, "admin", p.AdminAddr, "metrics", p.MetricsAddr)
 	var runErr error
 loop:
 	for {
