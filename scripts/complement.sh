@@ -6,7 +6,7 @@
 #
 # Steps: a Docker daemon (scripts/docker.sh ensure); libolm-dev for Complement's cgo; the image
 # (go run ./cmd/atoll-complement/mkimage: atoll-homeserver + atoll-complement + PostgreSQL from
-# Debian packages) loaded with `docker load`; then `go test -json` of Complement's packages
+# Debian packages, plus atoll-media + MinIO when MinIO is cached) loaded with `docker load`; then `go test -json` of Complement's packages
 # `tests` and `tests/csapi`, one package at a time, from a module directory of its own under
 # ${ATOLL_CACHE}/complement (the repository's go.mod is not touched); finally the summariser.
 #
@@ -17,6 +17,8 @@
 #   ATOLL_COMPLEMENT_TIMEOUT  go test -timeout per package (default 45m)
 #   ATOLL_COMPLEMENT_OUT      summary directory (default e2e/complement)
 #   ATOLL_COMPLEMENT_PARALLEL go test -parallel (default 2)
+#   ATOLL_COMPLEMENT_MEDIA    1 (default): when ${ATOLL_CACHE}/bin/minio exists (scripts/minio.sh),
+#                             the image also runs atoll-media on MinIO and serves media; 0: no media
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,11 +64,14 @@ elif [ -n "$(git status --porcelain -- homeserver internal cmd/atoll-homeserver 
 	revision="$revision+dirty"
 fi
 t0=$(date +%s)
+minio=$cache/bin/minio
+[ "${ATOLL_COMPLEMENT_MEDIA:-1}" = 1 ] || minio=
 imageline=$(go run ./cmd/atoll-complement/mkimage --module "$src" --work "$cdir/build" --cache "$cache" \
-	--out "$cdir/atoll-complement.tar" --tag "$image" --revision "$revision")
+	--out "$cdir/atoll-complement.tar" --tag "$image" --revision "$revision" --minio "$minio")
 docker load -q -i "$cdir/atoll-complement.tar" >/dev/null
 digest=$(cut -f2 <<<"$imageline")
-say "image $image $digest loaded in $(($(date +%s) - t0))s"
+media=$(cut -f4 <<<"$imageline")
+say "image $image $digest ($media) loaded in $(($(date +%s) - t0))s"
 
 # 4. Complement from its own module directory.
 cat >"$rundir/go.mod" <<EOF
@@ -118,7 +123,7 @@ done
 # 5. Summary.
 go run ./cmd/atoll-complement/summarise --out "$out" --skip "$out/skip.txt" \
 	--src "$(go env GOMODCACHE)/github.com/matrix-org/complement@$version" \
-	--image "$image@$digest" --revision "$revision" \
+	--image "$image@$digest ($media)" --revision "$revision" \
 	--machine "$(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"), docker.io $(docker version --format '{{.Server.Version}}' 2>/dev/null)" \
 	"${streams[@]}"
 say "summary written to $out/summary.md; homeserver logs of failed tests in $cdir/logs"

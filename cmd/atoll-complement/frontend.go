@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -89,22 +90,50 @@ type frontend struct {
 	servers []*http.Server
 }
 
-func newFrontend(log *slog.Logger, serverName, upstream string, cert tls.Certificate) (*frontend, error) {
-	target, err := url.Parse(upstream)
+func newFrontend(log *slog.Logger, serverName, upstream, mediaUpstream string, cert tls.Certificate) (*frontend, error) {
+	proxy := func(upstream string) (*httputil.ReverseProxy, error) {
+		target, err := url.Parse(upstream)
+		if err != nil {
+			return nil, err
+		}
+		return &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.Out.Host = serverName
+				pr.SetXForwarded()
+			},
+			FlushInterval: -1,
+			ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}, nil
+	}
+	hs, err := proxy(upstream)
 	if err != nil {
 		return nil, err
 	}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.Out.Host = serverName
-			pr.SetXForwarded()
-		},
-		FlushInterval: -1,
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	f := &frontend{log: log, handler: hs, cert: cert}
+	if mediaUpstream == "" {
+		return f, nil
 	}
-	return &frontend{log: log, handler: rp, cert: cert}, nil
+	media, err := proxy(mediaUpstream)
+	if err != nil {
+		return nil, err
+	}
+	// The paths an ingress sends to the media sidecar. No ServeMux: it would clean and
+	// redirect the odd paths Complement sends on purpose.
+	f.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, prefix := range mediaPrefixes {
+			if strings.HasPrefix(r.URL.Path, prefix) {
+				media.ServeHTTP(w, r)
+				return
+			}
+		}
+		hs.ServeHTTP(w, r)
+	})
+	return f, nil
 }
+
+// mediaPrefixes are the paths the media sidecar serves.
+var mediaPrefixes = []string{"/_matrix/media/", "/_matrix/client/v1/media/", "/_matrix/federation/v1/media/"}
 
 // listen opens both listeners and serves them until shutdown; serving errors arrive on
 // the returned channel.

@@ -85,7 +85,7 @@ func TestFrontendSetsHost(t *testing.T) {
 		io.WriteString(w, r.Host+" "+r.URL.RequestURI())
 	}))
 	t.Cleanup(upstream.Close)
-	f, err := newFrontend(slog.New(slog.DiscardHandler), "hs1", upstream.URL, serverCertificateOrFail(t))
+	f, err := newFrontend(slog.New(slog.DiscardHandler), "hs1", upstream.URL, "", serverCertificateOrFail(t))
 	if err != nil {
 		t.Fatal(err)
 	}

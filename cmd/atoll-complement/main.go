@@ -8,6 +8,8 @@
 //   - writes the homeserver configuration and starts atoll-homeserver on loopback;
 //   - creates the tenant through the admin API unless it exists (open registration with
 //     m.login.dummy, shared-secret registration with the secret "complement");
+//   - when the image carries them, starts MinIO and the atoll-media sidecar, which serves the
+//     media endpoints as it does beside each shard;
 //   - serves the Client-Server API on :8008 and TLS on :8448 with a certificate for
 //     $SERVER_NAME signed by /complement/ca/ca.key, both forwarding to the homeserver with the
 //     Host header set to $SERVER_NAME, since Complement addresses the container by
@@ -36,6 +38,8 @@ func main() {
 	flag.StringVar(&o.clientAddr, "client", ":8008", "Client-Server API listener")
 	flag.StringVar(&o.federationAddr, "federation", ":8448", "TLS listener")
 	flag.StringVar(&o.sharedSecret, "shared-secret", "complement", "shared secret for admin registration")
+	flag.StringVar(&o.media, "media", "/usr/bin/atoll-media", "atoll-media binary (media is served only when it and --minio exist)")
+	flag.StringVar(&o.minio, "minio", "/usr/bin/minio", "MinIO binary, the media sidecar's S3")
 	flag.StringVar(&o.logLevel, "log-level", envOr("ATOLL_COMPLEMENT_LOG_LEVEL", "info"), "homeserver log level")
 	flag.Parse()
 	o.serverName = os.Getenv("SERVER_NAME")

@@ -35,6 +35,7 @@ type options struct {
 	federationAddr string
 	sharedSecret   string
 	logLevel       string
+	media, minio   string // binaries of the media sidecar and its S3; media is off when either is absent
 }
 
 // child is a started process and the result of waiting for it.
@@ -112,11 +113,34 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if err := admin.ensureTenant(startCtx, hsProc.done, tenantID, o.serverName, o.sharedSecret); err != nil {
 		return err
 	}
+	mediaUpstream := ""
+	var minioProc, mediaProc *child
+	defer func() {
+		mediaProc.stop(log, syscall.SIGTERM, stopGrace)
+		minioProc.stop(log, syscall.SIGTERM, stopGrace)
+	}()
+	if o.mediaEnabled() {
+		if minioProc, err = startMinio(startCtx, o.minio, o.dataDir); err != nil {
+			return err
+		}
+		mediaCfg, err := writeMediaConfig(o.dataDir, dbURL, filepath.Join(o.dataDir, "admin-token"))
+		if err != nil {
+			return err
+		}
+		if mediaProc, err = startChild("atoll-media", exec.Command(o.media, "--config", mediaCfg)); err != nil {
+			return err
+		}
+		mediaUpstream = "http://" + mediaAddr
+		if err := waitHTTP(startCtx, mediaUpstream+"/_matrix/media/v3/config", mediaProc.done); err != nil {
+			return fmt.Errorf("atoll-media: %w", err)
+		}
+		log.Info("media ready", "elapsed", time.Since(started).Round(time.Millisecond).String())
+	}
 	cert, err := serverCertificate(o.caDir, o.serverName)
 	if err != nil {
 		return err
 	}
-	srv, err := newFrontend(log, o.serverName, "http://"+homeserverAddr, cert)
+	srv, err := newFrontend(log, o.serverName, "http://"+homeserverAddr, mediaUpstream, cert)
 	if err != nil {
 		return err
 	}
@@ -139,9 +163,47 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		hsProc.done <- err
 	case err := <-errc:
 		runErr = err
+	case err := <-doneOf(minioProc):
+		runErr = fmt.Errorf("minio exited: %v", err)
+		minioProc.done <- err
+	case err := <-doneOf(mediaProc):
+		runErr = fmt.Errorf("atoll-media exited: %v", err)
+		mediaProc.done <- err
 	}
 	srv.shutdown()
 	return runErr
+}
+
+// doneOf is c's exit channel, or nil (never ready) when c was not started.
+func doneOf(c *child) chan error {
+	if c == nil {
+		return nil
+	}
+	return c.done
+}
+
+// waitHTTP waits until url answers with any HTTP status.
+func waitHTTP(ctx context.Context, url string, exited chan error) error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no answer from %s: %w", url, err)
+		case e := <-exited:
+			exited <- e
+			return fmt.Errorf("%w: %v", errExited, e)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // errExited reports a child that ended during start-up.

@@ -1,7 +1,7 @@
 // Package complement builds the image Complement (the Matrix community's black-box homeserver
 // test suite) runs: atoll-homeserver and its Complement entrypoint (cmd/atoll-complement) over
-// PostgreSQL 15 unpacked from Debian packages, written as a `docker load` tarball. No
-// registry and no Docker build are involved.
+// PostgreSQL 15 unpacked from Debian packages, optionally with atoll-media and MinIO, written
+// as a `docker load` tarball. No registry and no Docker build are involved.
 package complement
 
 import (
@@ -32,6 +32,9 @@ const DataDir = "/var/lib/atoll-complement"
 // Commands are the binaries the image carries; the first is the entrypoint.
 var Commands = []string{"atoll-complement", "atoll-homeserver"}
 
+// MediaCommands are added with MinIO when the image serves media.
+var MediaCommands = []string{"atoll-media"}
+
 // Options configure Build.
 type Options struct {
 	ModuleDir string // module root
@@ -40,6 +43,9 @@ type Options struct {
 	Version   string
 	Revision  string
 	Created   time.Time
+	// MinIO is a static MinIO binary (scripts/minio.sh caches one); when set, the image also
+	// carries it and atoll-media, and the entrypoint serves the media endpoints.
+	MinIO string
 }
 
 // Build returns the Complement image.
@@ -67,7 +73,14 @@ func Build(ctx context.Context, o Options) (v1.Image, error) {
 		return nil, fmt.Errorf("complement image: %w", err)
 	}
 	bins := &layer.Tree{}
-	for _, cmd := range Commands {
+	cmds := Commands
+	if o.MinIO != "" {
+		cmds = append(slices.Clone(Commands), MediaCommands...)
+		if err := bins.AddHostFile(o.MinIO, "/usr/bin/minio", 0o755); err != nil {
+			return nil, fmt.Errorf("complement image: %w", err)
+		}
+	}
+	for _, cmd := range cmds {
 		out := filepath.Join(o.WorkDir, "complement", cmd)
 		b := gobin.Build{ModuleDir: o.ModuleDir, Package: "./cmd/" + cmd, Output: out, Version: o.Version, Revision: o.Revision}
 		if err := b.Run(ctx); err != nil {
@@ -91,6 +104,11 @@ func Build(ctx context.Context, o Options) (v1.Image, error) {
 		pkgs = append(pkgs, n+"="+v)
 	}
 	slices.Sort(pkgs)
+	labels := map[string]string{"org.atoll-matrix.debian-packages": strings.Join(pkgs, " ")}
+	if o.MinIO != "" {
+		v, _ := os.ReadFile(o.MinIO + ".version")
+		labels["org.atoll-matrix.minio-version"] = strings.TrimSpace(string(v))
+	}
 	return assemble.Image(base, assemble.Spec{
 		Title:      "atoll-complement",
 		Version:    o.Version,
@@ -101,7 +119,7 @@ func Build(ctx context.Context, o Options) (v1.Image, error) {
 		Entrypoint: []string{"/usr/bin/" + Commands[0]},
 		Env:        []string{"PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin"},
 		Ports:      []string{"8008/tcp", "8448/tcp"},
-		Labels:     map[string]string{"org.atoll-matrix.debian-packages": strings.Join(pkgs, " ")},
+		Labels:     labels,
 	})
 }
 

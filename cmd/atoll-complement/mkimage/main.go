@@ -26,11 +26,18 @@ func main() {
 	out := flag.String("out", "out/complement/atoll-complement.tar", "docker load tarball to write")
 	ref := flag.String("tag", "atoll-complement:latest", "image reference written into the tarball")
 	revision := flag.String("revision", "unknown", "source revision")
+	minio := flag.String("minio", filepath.Join(cache, "bin", "minio"), "static MinIO binary; with it the image serves media through atoll-media (\"\" or a missing file: no media)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if *minio != "" {
+		if _, err := os.Stat(*minio); err != nil {
+			fmt.Fprintf(os.Stderr, "mkimage: no MinIO binary at %s (scripts/minio.sh builds one): the image serves no media\n", *minio)
+			*minio = ""
+		}
+	}
 	img, err := complement.Build(ctx, complement.Options{ModuleDir: *module, WorkDir: *work, CacheDir: *cacheDir,
-		Version: "complement", Revision: *revision, Created: time.Unix(0, 0).UTC()})
+		Version: "complement", Revision: *revision, Created: time.Unix(0, 0).UTC(), MinIO: *minio})
 	if err == nil {
 		err = complement.WriteTarball(img, *ref, *out)
 	}
@@ -39,5 +46,9 @@ func main() {
 		os.Exit(1)
 	}
 	d, _ := img.Digest()
-	fmt.Printf("%s\t%s\t%s\n", *ref, d, *out)
+	media := "media"
+	if *minio == "" {
+		media = "no-media"
+	}
+	fmt.Printf("%s\t%s\t%s\t%s\n", *ref, d, *out, media)
 }
