@@ -17,7 +17,9 @@ import (
 
 // writeHomeserverConfig writes the shard's configuration (regenerated on every start: the
 // admin token is new each time) and returns its path.
-func writeHomeserverConfig(dir, dbURL, token, logLevel string) (string, error) {
+// caFile, when not empty, is trusted for other servers' certificates (Complement's CA signs
+// those of its own federation servers and of the other homeservers).
+func writeHomeserverConfig(dir, dbURL, token, logLevel, caFile string) (string, error) {
 	tokenFile := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
@@ -32,6 +34,9 @@ func writeHomeserverConfig(dir, dbURL, token, logLevel string) (string, error) {
 		// Complement's push gateway listens on the host, over plain HTTP.
 		"push": map[string]any{"allow_http": true, "allow_private": true},
 		"log":  map[string]any{"level": logLevel, "format": "text"},
+	}
+	if caFile != "" {
+		cfg["federation"] = map[string]any{"trust_roots_file": caFile}
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

@@ -99,7 +99,11 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if _, err := rand.Read(token); err != nil {
 		return err
 	}
-	cfgPath, err := writeHomeserverConfig(o.dataDir, dbURL, hex.EncodeToString(token), o.logLevel)
+	caFile := filepath.Join(o.caDir, "ca.crt")
+	if _, err := os.Stat(caFile); err != nil {
+		caFile = ""
+	}
+	cfgPath, err := writeHomeserverConfig(o.dataDir, dbURL, hex.EncodeToString(token), o.logLevel, caFile)
 	if err != nil {
 		return err
 	}
