@@ -18,8 +18,8 @@ import (
 
 	"github.com/atoll-matrix/atoll/sidecars/media"
 	"github.com/atoll-matrix/atoll/sidecars/media/config"
-	"github.com/atoll-matrix/atoll/sidecars/media/fedmedia"
 	"github.com/atoll-matrix/atoll/sidecars/media/hsauth"
+	"github.com/atoll-matrix/atoll/sidecars/media/hsfed"
 	"github.com/atoll-matrix/atoll/sidecars/media/mediadb"
 	"github.com/atoll-matrix/atoll/sidecars/media/mediastore"
 	"github.com/atoll-matrix/atoll/sidecars/media/preview"
@@ -75,22 +75,24 @@ func run(ctx context.Context, configPath string, log *slog.Logger) error {
 	}
 	defer db.Close()
 
+	// Federation goes through the homeserver, which signs outbound requests as the asking
+	// tenant and verifies inbound ones: the sidecar holds no signing key.
+	fed := hsfed.New(hsfed.Options{BaseURL: cfg.HomeserverURL, AdminToken: secrets.HomeserverToken,
+		LocationClient: preview.NewClient(cfg.Federation.Timeout, cfg.Federation.AllowPrivateAddresses),
+		MaxBytes:       cfg.Federation.MaxRemoteBytes})
 	deps := media.Deps{
 		Config:     cfg,
 		AdminToken: secrets.HomeserverToken,
 		Auth: hsauth.New(hsauth.Options{BaseURL: cfg.HomeserverURL, AdminToken: secrets.HomeserverToken,
 			CacheTTL: cfg.AuthCacheTTL, CacheSize: cfg.AuthCacheSize}),
-		Store: store,
-		DB:    db,
-		// Unsigned, and https://<server name> without .well-known/SRV discovery: X-Matrix
-		// signing and server discovery come with the federation code.
-		Fetcher: &fedmedia.HTTPFetcher{
-			Client:         preview.NewClient(cfg.Federation.Timeout, cfg.Federation.AllowPrivateAddresses),
-			LocationClient: preview.NewClient(cfg.Federation.Timeout, cfg.Federation.AllowPrivateAddresses),
-			MaxBytes:       cfg.Federation.MaxRemoteBytes,
-		},
+		Store:      store,
+		DB:         db,
+		Fetcher:    fed,
 		Logger:     log,
 		Registerer: reg,
+	}
+	if !cfg.Federation.AcceptUnsignedRequests { // tests only: serve federation media unverified
+		deps.VerifyFederation = fed.Verify
 	}
 	if cfg.Preview.Enabled {
 		deps.Preview = &preview.Fetcher{

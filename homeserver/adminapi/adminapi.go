@@ -1,6 +1,7 @@
 // Package adminapi is the operator's HTTP API of a shard, on its own listener and protected by
 // a bearer token: tenant lifecycle (create, list, show, suspend, resume, purge), settings,
-// registration tokens, and the internal endpoints sidecars use to authenticate users.
+// registration tokens, and the internal endpoints sidecars use to authenticate users and to
+// reach other servers over signed federation.
 package adminapi
 
 import (
@@ -38,13 +39,15 @@ type Server struct {
 	shard    Forgetter
 	tenants  clientapi.Resolver
 	media    *MediaBuckets
+	fed      Federation
 	metrics  *mxhttp.Metrics
 }
 
 // New returns the admin API. token must be non-empty.
-// media may be nil when no media sidecar runs beside the shard.
-func New(log *slog.Logger, reg prometheus.Registerer, token string, pool *pgxpool.Pool, registry *tenant.Registry, shard Forgetter, tenants clientapi.Resolver, media *MediaBuckets) *Server {
-	return &Server{log: log, token: token, pool: pool, registry: registry, shard: shard, tenants: tenants, media: media, metrics: mxhttp.NewMetrics(reg, "admin")}
+// media may be nil when no media sidecar runs beside the shard; fed may be nil, and then the
+// internal federation endpoints answer 404.
+func New(log *slog.Logger, reg prometheus.Registerer, token string, pool *pgxpool.Pool, registry *tenant.Registry, shard Forgetter, tenants clientapi.Resolver, media *MediaBuckets, fed Federation) *Server {
+	return &Server{log: log, token: token, pool: pool, registry: registry, shard: shard, tenants: tenants, media: media, fed: fed, metrics: mxhttp.NewMetrics(reg, "admin")}
 }
 
 // Handler serves every admin route.
@@ -63,6 +66,9 @@ func (s *Server) Handler() http.Handler {
 	h("POST /_atoll/admin/v1/tenants/{id}/registration_tokens", "admin.registration_token", s.registrationToken)
 	h("POST /_atoll/internal/v1/auth", "internal.auth", s.internalAuth)
 	h("GET /_atoll/internal/v1/tenants/by-host/{host}", "internal.tenant_by_host", s.tenantByHost)
+	h("GET /_atoll/internal/v1/federation/media/download", "internal.federation_media_download", s.federationMedia(false))
+	h("GET /_atoll/internal/v1/federation/media/thumbnail", "internal.federation_media_thumbnail", s.federationMedia(true))
+	h("POST /_atoll/internal/v1/federation/verify", "internal.federation_verify", s.federationVerify)
 	mux.Handle("/", mxhttp.Handler{Route: "admin.unknown", Log: s.log, Fn: func(w http.ResponseWriter, r *http.Request) error {
 		return mxhttp.Unrecognized(http.StatusNotFound, "unrecognized admin request")
 	}})

@@ -139,11 +139,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	fed := p.Federation.Handler()
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
+	if cfg.Media.URL != "" {
+		media, err := mediaProxy(cfg.Media.URL)
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		mux.Handle(mediaFederationPrefix, media)
+	}
 	mux.Handle("/", api.Handler())
 	p.client = p.Shard.Handler(mux)
 	if cfg.Listen.Admin != "" {
 		p.admin = adminapi.New(log, reg, cfg.Admin.Token, pool, registry, p.Shard, p.Shard,
-			adminapi.NewMediaBuckets(cfg.Media.URL, cfg.Admin.Token)).Handler()
+			adminapi.NewMediaBuckets(cfg.Media.URL, cfg.Admin.Token), p.Federation).Handler()
 	}
 	p.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	return p, nil

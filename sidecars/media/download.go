@@ -69,7 +69,7 @@ func (s *Server) lookup(ctx context.Context, tenant, localServer, serverName, me
 		m, err := s.db.Get(ctx, ref)
 		switch {
 		case errors.Is(err, mediadb.ErrNotFound) && ref.Origin != "" && allowRemote:
-			m, err = s.fetchRemote(ctx, ref)
+			m, err = s.fetchRemote(ctx, localServer, ref)
 			if err != nil {
 				return mediadb.Media{}, err
 			}
@@ -98,14 +98,15 @@ func (s *Server) lookup(ctx context.Context, tenant, localServer, serverName, me
 	}
 }
 
-// fetchRemote copies remote media into the tenant's cache and records it.
-func (s *Server) fetchRemote(ctx context.Context, ref mediadb.Ref) (mediadb.Media, error) {
+// fetchRemote copies remote media into the tenant's cache and records it; localServer is the
+// tenant's server name, which the federation request is signed as.
+func (s *Server) fetchRemote(ctx context.Context, localServer string, ref mediadb.Ref) (mediadb.Media, error) {
 	if s.fetcher == nil {
 		return mediadb.Media{}, errNotFound(errors.New("remote media disabled"))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Federation.Timeout)
 	defer cancel()
-	rem, err := s.fetcher.Download(ctx, ref.Origin, ref.MediaID)
+	rem, err := s.fetcher.Download(ctx, localServer, ref.Origin, ref.MediaID)
 	if err != nil {
 		s.m.remoteFetches.WithLabelValues(fetchResult(err)).Inc()
 		return mediadb.Media{}, fmt.Errorf("fetch remote media: %w", err)

@@ -165,7 +165,7 @@ func (e *env) start(client *minio.Client) {
 			// The signing hook: here it names the destination in Host (the loopback URL cannot)
 			// and adds the header the verification hook below checks. Real X-Matrix signing is
 			// the federation code's.
-			Sign: func(req *http.Request, destination string) error {
+			Sign: func(req *http.Request, _, destination string) error {
 				req.Host = destination
 				req.Header.Set("Authorization", federationAuth)
 				return nil

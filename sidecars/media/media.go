@@ -29,9 +29,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Fetcher fetches media from other servers over federation.
+// Fetcher fetches media from other servers over federation. origin is the server name of the
+// tenant asking: the request is signed as it.
 type Fetcher interface {
-	Download(ctx context.Context, serverName, mediaID string) (*fedmedia.Remote, error)
+	Download(ctx context.Context, origin, serverName, mediaID string) (*fedmedia.Remote, error)
 }
 
 // Deps are what a Server needs; the main wires them.

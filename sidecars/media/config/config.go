@@ -126,12 +126,12 @@ type Federation struct {
 	Timeout        time.Duration `yaml:"timeout"`
 	MaxRemoteBytes int64         `yaml:"max_remote_bytes"`
 	// AcceptUnsignedRequests serves /_matrix/federation/v1/media/* without verifying the
-	// X-Matrix signature. Request signing is not implemented yet, so this must be true for
-	// federation media to work at all; leave it false to refuse federation media requests.
+	// X-Matrix signature. Tests only: off (the default), the homeserver verifies every
+	// federation media request (sidecars/media/hsfed).
 	AcceptUnsignedRequests bool `yaml:"accept_unsigned_requests"`
-	// AllowPrivateAddresses lets remote media be fetched from loopback, private and other
-	// special addresses (federation inside a private network). Off, such servers are refused
-	// at dial time, as URL previews are.
+	// AllowPrivateAddresses lets a remote answer's Location be followed to loopback, private
+	// and other special addresses. Off, they are refused at dial time, as URL previews are.
+	// (Remote servers themselves are reached by the homeserver, under its federation settings.)
 	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
 }
 

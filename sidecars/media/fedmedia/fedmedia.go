@@ -3,7 +3,8 @@
 // part, then the file) and fetches media from other servers, reading such answers as a stream.
 //
 // X-Matrix request signing and server discovery are not done here: HTTPFetcher takes a base-URL
-// resolver and a request signer as hooks for the federation code to provide.
+// resolver and a request signer as hooks, and ReadAnswer reads a federation media answer that
+// another component fetched (the homeserver, which signs: see sidecars/media/hsfed).
 package fedmedia
 
 import (
@@ -85,15 +86,16 @@ type HTTPFetcher struct {
 	// BaseURL resolves a server name to the base URL of its federation API. Nil uses
 	// https://<server name>, which is not full server discovery (.well-known, SRV).
 	BaseURL func(ctx context.Context, serverName string) (string, error)
-	// Sign adds authentication (X-Matrix) to the request for destination. Nil sends it unsigned,
-	// which servers that check signatures refuse.
-	Sign func(req *http.Request, destination string) error
+	// Sign adds authentication (X-Matrix) to the request, from origin (the asking tenant's
+	// server name) to destination. Nil sends it unsigned, which servers that check signatures
+	// refuse.
+	Sign func(req *http.Request, origin, destination string) error
 	// MaxBytes bounds the media read.
 	MaxBytes int64
 }
 
-// Download fetches mediaID from serverName's federation media API.
-func (f *HTTPFetcher) Download(ctx context.Context, serverName, mediaID string) (*Remote, error) {
+// Download fetches mediaID from serverName's federation media API on behalf of origin.
+func (f *HTTPFetcher) Download(ctx context.Context, origin, serverName, mediaID string) (*Remote, error) {
 	base := "https://" + serverName
 	if f.BaseURL != nil {
 		var err error
@@ -107,7 +109,7 @@ func (f *HTTPFetcher) Download(ctx context.Context, serverName, mediaID string) 
 		return nil, fmt.Errorf("build request: %w", errors.Join(ErrUnavailable, err))
 	}
 	if f.Sign != nil {
-		if err := f.Sign(req, serverName); err != nil {
+		if err := f.Sign(req, origin, serverName); err != nil {
 			return nil, fmt.Errorf("sign request: %w", errors.Join(ErrUnavailable, err))
 		}
 	}
@@ -115,10 +117,23 @@ func (f *HTTPFetcher) Download(ctx context.Context, serverName, mediaID string) 
 	if err != nil {
 		return nil, fmt.Errorf("fetch from %s: %w", serverName, errors.Join(ErrUnavailable, err))
 	}
+	r, err := ReadAnswer(ctx, resp, f.LocationClient, f.MaxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("fetch from %s: %w", serverName, err)
+	}
+	return r, nil
+}
+
+// ReadAnswer reads a federation media answer: 404 is ErrNotFound, other non-200 answers are
+// ErrUnavailable; a multipart/mixed body yields its file part, read as a stream bounded by
+// maxBytes (a Location part is followed with locationClient; nil refuses it). On error the
+// body is closed; otherwise closing the Remote's Body closes it.
+func ReadAnswer(ctx context.Context, resp *http.Response, locationClient *http.Client, maxBytes int64) (*Remote, error) {
+	f := &HTTPFetcher{LocationClient: locationClient, MaxBytes: maxBytes}
 	r, err := f.read(ctx, resp)
 	if err != nil {
 		resp.Body.Close()
-		return nil, fmt.Errorf("fetch from %s: %w", serverName, err)
+		return nil, err
 	}
 	return r, nil
 }

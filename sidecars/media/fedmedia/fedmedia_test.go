@@ -59,13 +59,16 @@ func TestDownloadRoundTrip(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	f := &fedmedia.HTTPFetcher{
-		Client:   srv.Client(),
-		BaseURL:  func(context.Context, string) (string, error) { return srv.URL, nil },
-		Sign:     func(req *http.Request, _ string) error { req.Header.Set("Authorization", "X-Matrix test"); return nil },
+		Client:  srv.Client(),
+		BaseURL: func(context.Context, string) (string, error) { return srv.URL, nil },
+		Sign: func(req *http.Request, _, _ string) error {
+			req.Header.Set("Authorization", "X-Matrix test")
+			return nil
+		},
 		MaxBytes: 50,
 	}
 	ctx := context.Background()
-	r, err := f.Download(ctx, "b.example", "ok")
+	r, err := f.Download(ctx, "a.example", "b.example", "ok")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +86,7 @@ func TestDownloadRoundTrip(t *testing.T) {
 		{"big", fedmedia.ErrTooLarge},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
-			r, err := f.Download(ctx, "b.example", tc.id)
+			r, err := f.Download(ctx, "a.example", "b.example", tc.id)
 			if err == nil {
 				_, err = io.ReadAll(r.Body)
 				r.Body.Close()
