@@ -67,7 +67,10 @@ func New(c Config) *Server {
 	s.keyRing = &gomatrixserverlib.KeyRing{
 		KeyFetchers: []gomatrixserverlib.KeyFetcher{
 			localKeys{registry: c.Control},
-			&gomatrixserverlib.DirectKeyFetcher{Client: fclient.NewClient(fclient.WithTransport(c.Transport), fclient.WithTimeout(30*time.Second))},
+			// Tenants' own keys come from localKeys above; the direct fetcher asks every
+			// other server (IsLocalServerName must be set: the library calls it unchecked).
+			&gomatrixserverlib.DirectKeyFetcher{Client: fclient.NewClient(fclient.WithTransport(c.Transport), fclient.WithTimeout(30*time.Second)),
+				IsLocalServerName: func(spec.ServerName) bool { return false }},
 		},
 		KeyDatabase: keyDB{pool: c.Pool},
 	}
