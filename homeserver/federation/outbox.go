@@ -46,8 +46,11 @@ func (s *Server) Enqueue(ctx context.Context, q pgdb.DBTX, h *rooms.Host, ev gom
 		set[srv] = true
 	}
 	// A membership change of another server's user reaches that server even when the user
-	// is not (or no longer) joined: kicks, bans, invites already accepted.
-	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil {
+	// is not (or no longer) joined: kicks, bans, invites already accepted. An invite itself
+	// went to the invitee's server through /invite; sent again by /send to a server with no
+	// member in the room, it is a PDU of a room that server is not in (Dendrite then fetches
+	// missing events, rejects them and cannot use the room after the invitee joins).
+	if m, _ := ev.Membership(); ev.Type() == spec.MRoomMember && ev.StateKey() != nil && m != spec.Invite {
 		if _, srv, ok := strings.Cut(*ev.StateKey(), ":"); ok {
 			set[srv] = true
 		}
