@@ -189,6 +189,21 @@ func TestInterop(t *testing.T) {
 		}
 		return alice.waitFor(dRoom, "leave of "+bob.id, isMember(bob.id, "leave"))
 	})
+	const rejoin = "rejoin: the Atoll user joins the Dendrite room again, through its alias"
+	step(t, rejoin, []string{"leave: the Atoll user leaves the Dendrite room; the Dendrite user sees it"}, func() (string, error) {
+		if _, err := bob.join("#interop-d:"+d.name, ""); err != nil {
+			return "", err
+		}
+		return alice.waitFor(dRoom, "second join of "+bob.id, func(ev map[string]any) bool {
+			c, _ := ev["content"].(map[string]any)
+			u, _ := ev["unsigned"].(map[string]any)
+			prev, _ := u["prev_content"].(map[string]any)
+			return isMember(bob.id, "join")(ev) && prev["membership"] == "leave" && c["membership"] == "join"
+		})
+	})
+	step(t, "rejoin: message Dendrite -> Atoll after the rejoin", []string{rejoin}, func() (string, error) {
+		return roundTrip(alice, bob, dRoom, "welcome back")
+	})
 }
 
 // step runs fn as a subtest unless a step it needs did not pass, and records the outcome.
