@@ -251,6 +251,12 @@ func (s *Server) putTyping(w http.ResponseWriter, r *http.Request, sess *Session
 		timeout = 30 * time.Second
 	}
 	s.typing.Set(sess.T.TenantID, roomID, sess.UserID, *req.Typing, timeout)
+	if s.opts.Ephemeral != nil {
+		// Best effort, as typing is: a lost notice costs a moment of "typing…" elsewhere.
+		if err := s.opts.Ephemeral.Typing(r.Context(), sess.T, roomID, sess.UserID, *req.Typing, timeout); err != nil {
+			s.log.InfoContext(r.Context(), "typing not sent to other servers", "tenant", sess.T.TenantID, "err", err)
+		}
+	}
 	return mxhttp.JSON(w, http.StatusOK, struct{}{})
 }
 
@@ -319,6 +325,11 @@ func (s *Server) markRead(r *http.Request, sess *Session, roomID, typ, eventID, 
 		return err
 	}
 	s.notifier.Notify(sess.T.TenantID)
+	if typ == "m.read" && s.opts.Ephemeral != nil {
+		if err := s.opts.Ephemeral.Receipt(r.Context(), sess.T, roomID, sess.UserID, eventID, thread, time.Now().UnixMilli()); err != nil {
+			s.log.InfoContext(r.Context(), "receipt not sent to other servers", "tenant", sess.T.TenantID, "err", err)
+		}
+	}
 	return nil
 }
 

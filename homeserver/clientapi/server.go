@@ -61,6 +61,13 @@ type RemoteRooms interface {
 	RejectInvite(ctx context.Context, t *Tenant, roomID, userID string) error
 }
 
+// RemoteEphemeral tells the other servers in a room about a local user's typing and read
+// receipts (federation EDUs); nil keeps them local.
+type RemoteEphemeral interface {
+	Typing(ctx context.Context, t *Tenant, roomID, userID string, typing bool, timeout time.Duration) error
+	Receipt(ctx context.Context, t *Tenant, roomID, userID, eventID, threadID string, ts int64) error
+}
+
 // RemoteKeys reaches the end-to-end encryption keys and devices of other servers' users
 // (federation); nil answers "failures" for them and drops their to-device messages.
 type RemoteKeys interface {
@@ -84,6 +91,8 @@ type Options struct {
 	// Limiter enforces rate limits shared by every shard; nil disables them.
 	Limiter *ratelimit.Limiter
 	Keys    RemoteKeys
+	// Ephemeral sends typing and receipts to other servers; nil keeps them local.
+	Ephemeral RemoteEphemeral
 	// BcryptCost for password hashes; tests and benchmarks lower it.
 	BcryptCost int
 	// PublicBaseURL, when set, is advertised in /.well-known/matrix/client as

@@ -2,9 +2,11 @@ package federation_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,6 +124,18 @@ func TestFederatedRoom(t *testing.T) {
 		}
 	}
 
+	// Typing and read receipts cross servers as EDUs.
+	bob.MustDo(t, "PUT", "/_matrix/client/v3/rooms/"+r+"/typing/"+url.PathEscape(bob.UserID), map[string]any{"typing": true, "timeout": 10000})
+	waitFor(t, alice, "bob typing at alice", func(sync map[string]any) bool {
+		return ephemeralHas(sync, roomID, "m.typing", bob.UserID)
+	})
+	lastMsg := carol.MustDo(t, "PUT", "/_matrix/client/v3/rooms/"+r+"/send/m.room.message/r", map[string]any{"msgtype": "m.text", "body": "read me"})["event_id"].(string)
+	waitFor(t, alice, "carol's second message at alice", timelineHas(roomID, "m.room.message", "body", "read me"))
+	alice.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+r+"/receipt/m.read/"+url.PathEscape(lastMsg), map[string]any{})
+	waitFor(t, carol, "alice's receipt at carol", func(sync map[string]any) bool {
+		return ephemeralHas(sync, roomID, "m.receipt", alice.UserID)
+	})
+
 	// Members agree everywhere.
 	for _, u := range []*shardtest.Client{alice, bob, carol} {
 		jm := u.MustDo(t, "GET", "/_matrix/client/v3/rooms/"+r+"/joined_members", nil)
@@ -137,6 +151,37 @@ func TestFederatedRoom(t *testing.T) {
 	if st, _ := carol.Do(t, "PUT", "/_matrix/client/v3/rooms/"+r+"/send/m.room.message/2", map[string]any{"msgtype": "m.text", "body": "still here?"}); st == http.StatusOK {
 		t.Fatal("kicked user could still send")
 	}
+
+	// A ban keeps carol out; bob leaving is seen at alice's server.
+	alice.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+r+"/ban", map[string]any{"user_id": carol.UserID})
+	waitFor(t, bob, "carol's ban at bob", timelineHas(roomID, "m.room.member", "membership", "ban"))
+	if st, _ := carol.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), map[string]any{}); st == http.StatusOK {
+		t.Fatal("a banned user joined again")
+	}
+	bob.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+r+"/leave", map[string]any{})
+	waitFor(t, alice, "bob's leave at alice", func(sync map[string]any) bool {
+		jm := alice.MustDo(t, "GET", "/_matrix/client/v3/rooms/"+r+"/joined_members", nil)
+		return len(jm["joined"].(map[string]any)) == 1
+	})
+}
+
+func ephemeralHas(sync map[string]any, roomID, evType, user string) bool {
+	rooms, _ := sync["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	room, _ := join[roomID].(map[string]any)
+	eph, _ := room["ephemeral"].(map[string]any)
+	evs, _ := eph["events"].([]any)
+	for _, e := range evs {
+		ev, _ := e.(map[string]any)
+		if ev["type"] != evType {
+			continue
+		}
+		b, _ := json.Marshal(ev["content"])
+		if strings.Contains(string(b), user) {
+			return true
+		}
+	}
+	return false
 }
 
 // dumpFederation logs each tenant's queue and the events it stored, to explain a failure.

@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		p.redis = redis.NewClient(ropts)
 		limiter = ratelimit.New(p.redis, log, reg)
 	}
-	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation, Keys: p.Federation, Limiter: limiter})
+	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation, Keys: p.Federation, Limiter: limiter, Ephemeral: p.Federation})
 	mux := http.NewServeMux()
 	fed := p.Federation.Handler()
 	mux.Handle("/_matrix/federation/", fed)
