@@ -10,7 +10,8 @@
 # Why the wrapper: these machines' capability bounding set lacks CAP_SYS_RESOURCE, so runc
 # refuses any container that asks for it, and --privileged asks for every capability. The
 # wrapper, /usr/local/libexec/atoll/runc, deletes CAP_SYS_RESOURCE from the OCI config of each
-# container it creates and then runs the real runc; nothing else changes.
+# container it creates (and from `runc exec`'s process spec), raises an oom_score_adj below its
+# own to its own (lowering it needs that capability too), then runs the real runc.
 #
 # Environment: ATOLL_DOCKER_LOG (default /var/log/atoll-dockerd.log) is dockerd's log when this
 # script starts it (the machines have no systemd, so dockerd runs under nohup).
@@ -57,6 +58,16 @@ drop() { # drop FILE JQ-PATH
 	fi
 }
 [ -z "$create" ] || drop "$bundle/config.json" .process.capabilities
+# Lowering oom_score_adj needs CAP_SYS_RESOURCE too: keep a container's at or above ours.
+if [ -n "$create" ] && [ -f "$bundle/config.json" ] && min=$(cat /proc/self/oom_score_adj 2>/dev/null); then
+	tmp="$bundle/config.json.atoll.$$"
+	if jq -c --argjson min "$min" 'if (.process.oomScoreAdj // $min) < $min then .process.oomScoreAdj = $min else . end' \
+		"$bundle/config.json" >"$tmp"; then
+		mv "$tmp" "$bundle/config.json"
+	else
+		rm -f "$tmp"
+	fi
+fi
 [ -z "$process" ] || drop "$process" .capabilities
 exec "$real" "$@"
 EOF

@@ -211,7 +211,8 @@ node_image() {
 			[plugins."io.containerd.grpc.v1.cri"]
 			  sandbox_image = "registry.k8s.io/pause:3.10"
 			  tolerate_missing_hugepages_controller = true
-			  restrict_oom_score_adj = false
+			  # no CAP_SYS_RESOURCE: never ask for an oom_score_adj below containerd's own
+			  restrict_oom_score_adj = true
 			[plugins."io.containerd.grpc.v1.cri".containerd]
 			  discard_unpacked_layers = true
 			  snapshotter = "overlayfs"
