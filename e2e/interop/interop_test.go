@@ -3,8 +3,11 @@ package interop
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,7 +128,12 @@ func TestInterop(t *testing.T) {
 		return resolveAlias(bob, "#interop-d:"+d.name, dRoom)
 	})
 	const dJoin = "dendrite room: the Atoll user joins by room ID (server_name=Dendrite)"
+	var dEarly string
 	step(t, dJoin, []string{dCreate}, func() (string, error) {
+		dEarly = fmt.Sprintf("before Atoll joined (%d)", time.Now().UnixNano()%100000)
+		if _, err := alice.send(dRoom, dEarly); err != nil {
+			return "", fmt.Errorf("a message before the join: %w", err)
+		}
 		return bob.join(dRoom, d.name)
 	})
 	step(t, "dendrite room: the Dendrite user sees the Atoll user's join", []string{dJoin}, func() (string, error) {
@@ -140,6 +148,21 @@ func TestInterop(t *testing.T) {
 	step(t, "dendrite room: a topic set on Dendrite reaches Atoll", []string{dJoin}, func() (string, error) {
 		return stateRoundTrip(alice, bob, dRoom, "m.room.topic", map[string]any{"topic": "set on Dendrite"}, "topic")
 	})
+	step(t, "dendrite room: history from before the join is readable on Atoll (/messages, backfill)", []string{dJoin}, func() (string, error) {
+		return inHistory(bob, dRoom, dEarly)
+	})
+	step(t, "dendrite room: typing Dendrite -> Atoll (m.typing EDU)", []string{dJoin}, func() (string, error) {
+		return typingRoundTrip(alice, bob, dRoom)
+	})
+	step(t, "dendrite room: typing Atoll -> Dendrite (m.typing EDU)", []string{dJoin}, func() (string, error) {
+		return typingRoundTrip(bob, alice, dRoom)
+	})
+	step(t, "dendrite room: read receipt Atoll -> Dendrite (m.receipt EDU)", []string{dJoin}, func() (string, error) {
+		return receiptRoundTrip(bob, alice, dRoom)
+	})
+	step(t, "dendrite room: read receipt Dendrite -> Atoll (m.receipt EDU)", []string{dJoin}, func() (string, error) {
+		return receiptRoundTrip(alice, bob, dRoom)
+	})
 
 	// A room on Atoll joined from Dendrite.
 	const aCreate = "atoll room: the Atoll user creates a public room"
@@ -152,7 +175,12 @@ func TestInterop(t *testing.T) {
 		return resolveAlias(alice, "#interop-a:"+a.name, aRoom)
 	})
 	const aJoin = "atoll room: the Dendrite user joins through the alias"
+	var aEarly string
 	step(t, aJoin, []string{aCreate}, func() (string, error) {
+		aEarly = fmt.Sprintf("before Dendrite joined (%d)", time.Now().UnixNano()%100000)
+		if _, err := bob.send(aRoom, aEarly); err != nil {
+			return "", fmt.Errorf("a message before the join: %w", err)
+		}
 		return alice.join("#interop-a:"+a.name, "")
 	})
 	step(t, "atoll room: the Atoll user sees the Dendrite user's join", []string{aJoin}, func() (string, error) {
@@ -166,6 +194,27 @@ func TestInterop(t *testing.T) {
 	})
 	step(t, "atoll room: a topic set on Atoll reaches Dendrite", []string{aJoin}, func() (string, error) {
 		return stateRoundTrip(bob, alice, aRoom, "m.room.topic", map[string]any{"topic": "set on Atoll"}, "topic")
+	})
+	step(t, "atoll room: history from before the join is readable on Dendrite (/messages)", []string{aJoin}, func() (string, error) {
+		return inHistory(alice, aRoom, aEarly)
+	})
+
+	// End-to-end encryption needs device keys to cross: each user uploads signed device keys
+	// and asks its own server for the other's (federation user/keys/query).
+	const keysUp = "e2ee: both users upload signed device keys"
+	step(t, keysUp, users, func() (string, error) {
+		for _, u := range []*user{alice, bob} {
+			if err := u.uploadDeviceKeys(); err != nil {
+				return "", err
+			}
+		}
+		return "ed25519 and curve25519 keys of " + alice.deviceID + " and " + bob.deviceID, nil
+	})
+	step(t, "e2ee: Atoll returns the Dendrite user's device keys (keys/query over federation)", []string{keysUp}, func() (string, error) {
+		return queryDeviceKeys(bob, alice)
+	})
+	step(t, "e2ee: Dendrite returns the Atoll user's device keys (keys/query over federation)", []string{keysUp}, func() (string, error) {
+		return queryDeviceKeys(alice, bob)
 	})
 
 	// Invites into private rooms, both ways.
@@ -317,9 +366,11 @@ type user struct {
 	id    string
 	token string
 
-	since  string
-	events map[string][]map[string]any // room ID -> timeline and state events seen
-	invite map[string]bool             // rooms with a pending invite
+	since     string
+	deviceID  string
+	events    map[string][]map[string]any // room ID -> timeline and state events seen
+	ephemeral map[string][]map[string]any // room ID -> typing and receipt events seen
+	invite    map[string]bool             // rooms with a pending invite
 }
 
 func (s *server) call(method, path, token string, body any) (int, map[string]any, error) {
@@ -378,7 +429,8 @@ func (s *server) register(localpart string) (*user, error) {
 	if st != http.StatusOK {
 		return nil, fmt.Errorf("%s register %s: %d %v", s.label, localpart, st, out)
 	}
-	u := &user{srv: s, id: str(out["user_id"]), token: str(out["access_token"]), events: map[string][]map[string]any{}, invite: map[string]bool{}}
+	u := &user{srv: s, id: str(out["user_id"]), token: str(out["access_token"]), deviceID: str(out["device_id"]),
+		events: map[string][]map[string]any{}, ephemeral: map[string][]map[string]any{}, invite: map[string]bool{}}
 	if _, err := u.sync(0); err != nil { // the first token; every later sync is incremental
 		return nil, err
 	}
@@ -443,11 +495,16 @@ func (u *user) sync(timeoutMS int) (map[string]any, error) {
 		sec, _ := rooms[section].(map[string]any)
 		for roomID, r := range sec {
 			room, _ := r.(map[string]any)
-			for _, part := range []string{"state", "timeline"} {
+			for _, part := range []string{"state", "timeline", "ephemeral"} {
 				p, _ := room[part].(map[string]any)
 				evs, _ := p["events"].([]any)
 				for _, e := range evs {
-					if ev, ok := e.(map[string]any); ok {
+					ev, ok := e.(map[string]any)
+					switch {
+					case !ok:
+					case part == "ephemeral":
+						u.ephemeral[roomID] = append(u.ephemeral[roomID], ev)
+					default:
 						u.events[roomID] = append(u.events[roomID], ev)
 					}
 				}
@@ -462,11 +519,20 @@ func (u *user) sync(timeoutMS int) (map[string]any, error) {
 	return out, nil
 }
 
-// waitFor syncs until an event of roomID satisfies ok.
+// waitFor syncs until a state or timeline event of roomID satisfies ok.
 func (u *user) waitFor(roomID, what string, ok func(ev map[string]any) bool) (string, error) {
+	return u.waitIn(u.events, roomID, what, ok)
+}
+
+// waitForEphemeral syncs until an ephemeral event (typing, receipt) of roomID satisfies ok.
+func (u *user) waitForEphemeral(roomID, what string, ok func(ev map[string]any) bool) (string, error) {
+	return u.waitIn(u.ephemeral, roomID, what, ok)
+}
+
+func (u *user) waitIn(seen map[string][]map[string]any, roomID, what string, ok func(ev map[string]any) bool) (string, error) {
 	start := time.Now()
 	for {
-		for _, ev := range u.events[roomID] {
+		for _, ev := range seen[roomID] {
 			if ok(ev) {
 				return fmt.Sprintf("%s seen by %s after %s", what, u.id, time.Since(start).Round(10*time.Millisecond)), nil
 			}
@@ -666,4 +732,121 @@ func notaryQuery(server, origin string) (string, error) {
 func str(v any) string {
 	s, _ := v.(string)
 	return s
+}
+
+// inHistory pages u's /messages of roomID backwards until body appears.
+func inHistory(u *user, roomID, body string) (string, error) {
+	from := ""
+	var seen []string
+	for page := 0; page < 5; page++ {
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/messages?dir=b&limit=20"
+		if from != "" {
+			path += "&from=" + url.QueryEscape(from)
+		}
+		out, err := u.must("GET", path, nil)
+		if err != nil {
+			return "", err
+		}
+		chunk, _ := out["chunk"].([]any)
+		for _, e := range chunk {
+			ev, _ := e.(map[string]any)
+			if hasBody(body)(ev) {
+				return fmt.Sprintf("%q found on page %d of %s's /messages", body, page+1, u.srv.label), nil
+			}
+			seen = append(seen, str(ev["type"]))
+		}
+		from = str(out["end"])
+		if from == "" || len(chunk) == 0 {
+			break
+		}
+	}
+	return "", fmt.Errorf("%q not in %s's /messages of %s (saw %v)", body, u.srv.label, roomID, seen)
+}
+
+func typingRoundTrip(from, to *user, roomID string) (string, error) {
+	if _, err := from.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/typing/"+url.PathEscape(from.id),
+		map[string]any{"typing": true, "timeout": 20000}); err != nil {
+		return "", err
+	}
+	return to.waitForEphemeral(roomID, "typing of "+from.id, func(ev map[string]any) bool {
+		c, _ := ev["content"].(map[string]any)
+		ids, _ := c["user_ids"].([]any)
+		for _, id := range ids {
+			if id == from.id {
+				return ev["type"] == "m.typing"
+			}
+		}
+		return false
+	})
+}
+
+func receiptRoundTrip(from, to *user, roomID string) (string, error) {
+	// The receipt is for the newest message from's server shows.
+	out, err := from.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=10", nil)
+	if err != nil {
+		return "", err
+	}
+	var eventID string
+	chunk, _ := out["chunk"].([]any)
+	for _, e := range chunk {
+		ev, _ := e.(map[string]any)
+		if ev["type"] == "m.room.message" {
+			eventID = str(ev["event_id"])
+			break
+		}
+	}
+	if eventID == "" {
+		return "", errors.New("no message to acknowledge in " + from.srv.label + "'s /messages")
+	}
+	if _, err := from.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/receipt/m.read/"+url.PathEscape(eventID), map[string]any{}); err != nil {
+		return "", err
+	}
+	return to.waitForEphemeral(roomID, "read receipt of "+from.id+" for "+eventID, func(ev map[string]any) bool {
+		c, _ := ev["content"].(map[string]any)
+		byType, _ := c[eventID].(map[string]any)
+		read, _ := byType["m.read"].(map[string]any)
+		return ev["type"] == "m.receipt" && read[from.id] != nil
+	})
+}
+
+// uploadDeviceKeys uploads a freshly generated, correctly signed set of device keys.
+func (u *user) uploadDeviceKeys() error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	curve := make([]byte, 32)
+	if _, err := rand.Read(curve); err != nil {
+		return err
+	}
+	b64 := base64.RawStdEncoding.EncodeToString
+	keys := map[string]any{
+		"user_id": u.id, "device_id": u.deviceID,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys":       map[string]string{"ed25519:" + u.deviceID: b64(pub), "curve25519:" + u.deviceID: b64(curve)},
+	}
+	// Canonical JSON of these values is what encoding/json writes: sorted keys, no spaces,
+	// and no characters it would escape.
+	canonical, err := json.Marshal(keys)
+	if err != nil {
+		return err
+	}
+	keys["signatures"] = map[string]any{u.id: map[string]string{"ed25519:" + u.deviceID: b64(ed25519.Sign(priv, canonical))}}
+	_, err = u.must("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": keys})
+	return err
+}
+
+func queryDeviceKeys(u, of *user) (string, error) {
+	out, err := u.must("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{of.id: []string{}}, "timeout": 10000})
+	if err != nil {
+		return "", err
+	}
+	dk, _ := out["device_keys"].(map[string]any)
+	devices, _ := dk[of.id].(map[string]any)
+	dev, _ := devices[of.deviceID].(map[string]any)
+	if dev == nil {
+		return "", fmt.Errorf("%s has no device keys of %s's device %s: device_keys %v, failures %v", u.srv.label, of.id, of.deviceID, dk, out["failures"])
+	}
+	k, _ := dev["keys"].(map[string]any)
+	return fmt.Sprintf("%s's device %s with %d keys", of.id, of.deviceID, len(k)), nil
 }
