@@ -86,8 +86,13 @@ func (s *Server) profile(field string) tenantHandler {
 		if err != nil {
 			return err
 		}
-		out, err := Profile(r.Context(), t, uid, field)
-		if err != nil {
+		var out map[string]string
+		if uid.Domain() != t.ServerName && s.opts.Remote != nil {
+			if out, err = s.opts.Remote.QueryProfile(r.Context(), t, uid.String(), field); err != nil {
+				s.log.InfoContext(r.Context(), "remote profile query failed", "tenant", t.TenantID, "err", err)
+				return mxhttp.NotFound("profile not found")
+			}
+		} else if out, err = Profile(r.Context(), t, uid, field); err != nil {
 			return err
 		}
 		if field != "" && len(out) == 0 {

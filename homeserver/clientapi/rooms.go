@@ -910,6 +910,14 @@ func (s *Server) getAlias(w http.ResponseWriter, r *http.Request, t *Tenant) err
 	if !strings.HasPrefix(alias, "#") {
 		return mxhttp.Errorf(http.StatusBadRequest, spec.BadAlias("invalid room alias"))
 	}
+	if !strings.HasSuffix(alias, ":"+string(t.ServerName)) && s.opts.Remote != nil {
+		roomID, servers, err := s.opts.Remote.ResolveAlias(r.Context(), t, alias)
+		if err != nil {
+			s.log.InfoContext(r.Context(), "remote alias query failed", "tenant", t.TenantID, "err", err)
+			return mxhttp.NotFound("room alias not found")
+		}
+		return mxhttp.JSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
+	}
 	var roomID string
 	err := t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
 		var err error

@@ -52,6 +52,8 @@ type RemoteRooms interface {
 	Join(ctx context.Context, t *Tenant, userID, roomID string, via []string, content map[string]any) error
 	// ResolveAlias asks the alias's server which room it names.
 	ResolveAlias(ctx context.Context, t *Tenant, alias string) (roomID string, servers []string, err error)
+	// QueryProfile asks a user's server for their profile (one field, or all when field is "").
+	QueryProfile(ctx context.Context, t *Tenant, userID, field string) (map[string]string, error)
 	// Invite invites another server's user: the invite is signed by the invitee's server
 	// (federation invite API) before it is stored and sent to the room.
 	Invite(ctx context.Context, t *Tenant, roomID, sender, target string, content map[string]any) error

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -77,5 +78,28 @@ func TestKeysAndQueries(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("forged signature: %d", resp.StatusCode)
+	}
+}
+
+// TestRemoteProfileAndAlias: the client API answers profile and alias queries about another
+// server's users and rooms by asking that server.
+func TestRemoteProfileAndAlias(t *testing.T) {
+	s := shardtest.New(t)
+	a := s.CreateTenant(t, "rp_a")
+	b := s.CreateTenant(t, "rp_b")
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	bob.MustDo(t, "PUT", "/_matrix/client/v3/profile/"+bob.UserID+"/displayname", map[string]any{"displayname": "Dr Bob"})
+	room := bob.MustDo(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_alias_name": "lab", "preset": "public_chat"})["room_id"].(string)
+
+	if p := alice.MustDo(t, "GET", "/_matrix/client/v3/profile/"+bob.UserID, nil); p["displayname"] != "Dr Bob" {
+		t.Fatalf("remote profile = %v", p)
+	}
+	if st, _ := alice.Do(t, "GET", "/_matrix/client/v3/profile/@nobody:"+b.ServerName, nil); st != http.StatusNotFound {
+		t.Fatalf("remote profile of nobody: %d", st)
+	}
+	got := alice.MustDo(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#lab:"+b.ServerName), nil)
+	if got["room_id"] != room {
+		t.Fatalf("remote alias = %v, want %s", got, room)
 	}
 }

@@ -146,3 +146,25 @@ func (s *Server) ResolveAlias(ctx context.Context, t *clientapi.Tenant, alias st
 	}
 	return resp.RoomID, servers, nil
 }
+
+// QueryProfile asks a user's server for their profile. It implements clientapi.RemoteRooms.
+func (s *Server) QueryProfile(ctx context.Context, t *clientapi.Tenant, userID, field string) (map[string]string, error) {
+	u, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	p, err := s.Client(t.Host).LookupProfile(ctx, t.ServerName, u.Domain(), userID, field)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if p.DisplayName != "" && (field == "" || field == "displayname") {
+		out["displayname"] = p.DisplayName
+	}
+	if p.AvatarURL != "" && (field == "" || field == "avatar_url") {
+		out["avatar_url"] = p.AvatarURL
+	}
+	return out, nil
+}
