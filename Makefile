@@ -5,7 +5,7 @@ GO ?= go
 CACHE ?= $(HOME)/.cache/atoll
 export ATOLL_CACHE := $(CACHE)
 
-.PHONY: all build run test test-short lint bench images bundle chart chart-test deps
+.PHONY: all build run test test-short lint bench images bundle chart chart-test deps interop e2e complement
 
 all: build
 
@@ -54,3 +54,7 @@ chart:
 # Part of `make test`; this runs the chart and image tests alone.
 chart-test:
 	$(GO) test ./charts/... ./images/... ./internal/secretgen ./cmd/atollctl/
+
+# Federation with Dendrite v0.15.2 built from the Go module proxy (docs/interop.md).
+interop:
+	bash scripts/interop.sh
