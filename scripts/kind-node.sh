@@ -280,6 +280,12 @@ node_image() {
 		rm -rf "$t"
 		step_done
 	fi
+	# Older node images and rootfs tarballs are superseded (a running cluster keeps its image).
+	local old
+	for old in $(docker images --format '{{.Repository}}:{{.Tag}}' atoll.local/kind-node); do
+		[ "$old" = "$ref" ] || docker rmi "$old" >/dev/null 2>&1 || true
+	done
+	find "$dir" -maxdepth 1 -name "node-*.tar" ! -name "$(basename "$tar")" -delete
 	step "importing $ref into dockerd"
 	docker import \
 		-c 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \

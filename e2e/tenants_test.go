@@ -92,9 +92,15 @@ func register(t *testing.T, tn tenant, user string) *mxClient {
 	return c
 }
 
+// on returns the client reporting to t (a subtest); the client's state stays shared.
+func (c *mxClient) on(t *testing.T) *mxClient {
+	c.t = t
+	return c
+}
+
 func (c *mxClient) send(roomID, text string) string {
 	c.t.Helper()
-	c.txn++
+	c.txn++ // transaction IDs are per access token: never reuse one
 	out := c.must("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/e2e%d", url.PathEscape(roomID), c.txn),
 		map[string]any{"msgtype": "m.text", "body": text})
 	id, _ := out["event_id"].(string)
@@ -204,8 +210,7 @@ func TestTenantsAndMessages(t *testing.T) {
 	}
 
 	t.Run("messages inside a tenant", func(t *testing.T) {
-		a, c := *alice, *carol
-		a.t, c.t = t, t
+		a, c := alice.on(t), carol.on(t)
 		room := a.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{c.userID}})
 		roomID, _ := room["room_id"].(string)
 		c.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
@@ -216,8 +221,7 @@ func TestTenantsAndMessages(t *testing.T) {
 	})
 
 	t.Run("federated room between the tenants", func(t *testing.T) {
-		a, b := *alice, *bob
-		a.t, b.t = t, t
+		a, b := alice.on(t), bob.on(t)
 		room := a.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{b.userID}})
 		roomID, _ := room["room_id"].(string)
 		b.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(alpha.serverName), map[string]any{})
