@@ -5,6 +5,7 @@ package storage
 import (
 	"context"
 	"embed"
+	"fmt"
 	"io/fs"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,18 +16,28 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-func migrationsFS() fs.FS {
+func migrationsFS() (fs.FS, error) {
 	sub, err := fs.Sub(migrationFiles, "migrations")
 	if err != nil {
-		panic(err) // the embed pattern above guarantees the directory
+		return nil, fmt.Errorf("embedded tenant migrations: %w", err)
 	}
-	return sub
+	return sub, nil
 }
 
 // LatestVersion is the newest tenant schema version this binary knows.
-func LatestVersion() int { return pgdb.LatestVersion(migrationsFS()) }
+func LatestVersion() int {
+	sub, err := migrationsFS()
+	if err != nil {
+		return 0
+	}
+	return pgdb.LatestVersion(sub)
+}
 
 // Migrate brings a tenant schema to LatestVersion; see pgdb.Migrate.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string) (int, error) {
-	return pgdb.Migrate(ctx, pool, schema, migrationsFS())
+	sub, err := migrationsFS()
+	if err != nil {
+		return 0, err
+	}
+	return pgdb.Migrate(ctx, pool, schema, sub)
 }
