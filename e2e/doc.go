@@ -14,6 +14,7 @@
 //     and ATOLL_E2E_VALUES, comma-separated values files (bundle/values-bundle.yaml pins every
 //     image by digest);
 //   - ATOLL_E2E_KUBECTL, a kubectl for port-forwards (default: kubectl on PATH);
+//   - ATOLL_E2E_ATOLLCTL, the atollctl to create tenants with (default: built from this checkout);
 //   - ATOLL_E2E_NAMESPACE, the namespace to install into (default atoll-e2e); it is deleted
 //     first if it exists.
 //

@@ -93,11 +93,13 @@ func setup() (int, error) {
 		return 1, err
 	}
 	start := time.Now()
-	env.atollctl = filepath.Join(env.tmp, "atollctl")
-	build := exec.Command("go", "build", "-o", env.atollctl, "github.com/atoll-matrix/atoll/cmd/atollctl")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return 1, fmt.Errorf("build atollctl: %w", err)
+	if env.atollctl = os.Getenv("ATOLL_E2E_ATOLLCTL"); env.atollctl == "" {
+		env.atollctl = filepath.Join(env.tmp, "atollctl")
+		build := exec.Command("go", "build", "-o", env.atollctl, "github.com/atoll-matrix/atoll/cmd/atollctl")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return 1, fmt.Errorf("build atollctl: %w", err)
+		}
 	}
 
 	ctx := context.Background()

@@ -4,7 +4,7 @@
 #   1. dockerd with the runc wrapper (scripts/docker.sh ensure)
 #   2. kind (go install sigs.k8s.io/kind@v0.27.0 into the cache)
 #   3. the kind node image, built locally (scripts/kind-node.sh)
-#   4. the bundle: every Atoll image and the packaged chart (cmd/atoll-images)
+#   4. the bundle of HEAD: every Atoll image and the packaged chart (cmd/atoll-images)
 #   5. a kind cluster, the bundle's images loaded into it, hostPath volumes for the datastores
 #   6. the e2e suite (ATOLL_E2E=1 go test ./e2e): installs the chart and checks the stack
 #   7. the cluster deleted, unless ATOLL_E2E_KEEP=1
@@ -17,6 +17,8 @@
 #   ATOLL_E2E_VALUES       extra values files for the install, comma-separated (e.g. to break it)
 #   ATOLL_E2E_RUN          go test -run pattern
 #   ATOLL_E2E_TIMEOUT      go test -timeout (default 40m)
+#   ATOLL_E2E_SOURCE       head (default): test the committed HEAD, exported under the cache;
+#                          worktree: test the checkout as it is, uncommitted changes included
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,12 +54,24 @@ step_done
 kbin=$(dirname "$(ls "$cache"/kindnode/k8s-*/bin/kubectl | head -n1)")
 kubectl=$kbin/kubectl
 
-version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/atoll/Chart.yaml)
+# The stack under test: the committed HEAD, exported to the cache (the checkout is shared and
+# may be mid-edit), or the working tree as it is with ATOLL_E2E_SOURCE=worktree.
+src=$root
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-step "bundle $version ($revision): go run ./cmd/atoll-images"
+if [ "${ATOLL_E2E_SOURCE:-head}" != worktree ]; then
+	src=$work/src
+	rm -rf "$src"
+	mkdir -p "$src"
+	git archive HEAD | tar -x -C "$src"
+else
+	revision+="-dirty"
+fi
+version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$src"/charts/atoll/Chart.yaml)
+step "bundle $version ($revision, from $src): go run ./cmd/atoll-images"
 rm -rf "$work/bundle"
-nice -n 10 go run ./cmd/atoll-images -out "$work/images" -work "$work/build" -version "$version" \
-	-revision "$revision" -bundle "$work/atoll-bundle.tar" >"$work/images.txt"
+(cd "$src" && nice -n 10 go run ./cmd/atoll-images -module . -out "$work/images" -work "$work/build" \
+	-version "$version" -revision "$revision" -chart charts/atoll -bundle "$work/atoll-bundle.tar" >"$work/images.txt")
+(cd "$src" && go build -o "$work/atollctl" ./cmd/atollctl)
 mkdir -p "$work/bundle"
 tar -xf "$work/atoll-bundle.tar" -C "$work/bundle"
 go run ./images/kindnode bundle -layout "$work/bundle/oci" -registry "$registry" -out "$work/bundle-images.tar"
@@ -142,5 +156,6 @@ ATOLL_E2E=1 \
 	ATOLL_E2E_VALUES=$values \
 	ATOLL_E2E_REGISTRY=$registry \
 	ATOLL_E2E_NAMESPACE=$namespace \
+	ATOLL_E2E_ATOLLCTL=$work/atollctl \
 	go test ./e2e -count=1 -v -timeout "${ATOLL_E2E_TIMEOUT:-40m}" ${ATOLL_E2E_RUN:+-run "$ATOLL_E2E_RUN"}
 step_done
