@@ -19,7 +19,9 @@ import (
 // admin token is new each time) and returns its path.
 // caFile, when not empty, is trusted for other servers' certificates (Complement's CA signs
 // those of its own federation servers and of the other homeservers).
-func writeHomeserverConfig(dir, dbURL, token, logLevel, caFile string) (string, error) {
+// mediaURL, when not empty, is the media sidecar: tenant creation makes its bucket there and
+// the shard forwards federation media requests to it.
+func writeHomeserverConfig(dir, dbURL, token, logLevel, caFile, mediaURL string) (string, error) {
 	tokenFile := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
@@ -34,6 +36,9 @@ func writeHomeserverConfig(dir, dbURL, token, logLevel, caFile string) (string, 
 		// Complement's push gateway listens on the host, over plain HTTP.
 		"push": map[string]any{"allow_http": true, "allow_private": true},
 		"log":  map[string]any{"level": logLevel, "format": "text"},
+	}
+	if mediaURL != "" {
+		cfg["media"] = map[string]any{"url": mediaURL}
 	}
 	if caFile != "" {
 		cfg["federation"] = map[string]any{"trust_roots_file": caFile}

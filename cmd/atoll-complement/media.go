@@ -89,8 +89,9 @@ func writeMediaConfig(dir, dbURL, tokenFile string) (string, error) {
 		// Complement's media tests still use the unauthenticated /_matrix/media/v3 endpoints.
 		"legacy_media_before": "2100-01-01T00:00:00Z",
 		// Complement serves the pages to preview and remote media from the Docker host.
+		// Federation media requests are verified by the homeserver, as in production.
 		"preview":    map[string]any{"enabled": true, "allow_private_addresses_for_tests": true},
-		"federation": map[string]any{"accept_unsigned_requests": true, "allow_private_addresses": true},
+		"federation": map[string]any{"allow_private_addresses": true},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

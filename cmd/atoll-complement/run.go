@@ -103,7 +103,11 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if _, err := os.Stat(caFile); err != nil {
 		caFile = ""
 	}
-	cfgPath, err := writeHomeserverConfig(o.dataDir, dbURL, hex.EncodeToString(token), o.logLevel, caFile)
+	mediaURL := ""
+	if o.mediaEnabled() {
+		mediaURL = "http://" + mediaAddr
+	}
+	cfgPath, err := writeHomeserverConfig(o.dataDir, dbURL, hex.EncodeToString(token), o.logLevel, caFile, mediaURL)
 	if err != nil {
 		return err
 	}
@@ -113,10 +117,6 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	}
 	defer hsProc.stop(log, syscall.SIGTERM, stopGrace)
 
-	admin := adminClient{base: "http://" + adminAddr, token: hex.EncodeToString(token), http: &http.Client{Timeout: 30 * time.Second}}
-	if err := admin.ensureTenant(startCtx, hsProc.done, tenantID, o.serverName, o.sharedSecret); err != nil {
-		return err
-	}
 	mediaUpstream := ""
 	var minioProc, mediaProc *child
 	defer func() {
@@ -139,6 +139,10 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 			return fmt.Errorf("atoll-media: %w", err)
 		}
 		log.Info("media ready", "elapsed", time.Since(started).Round(time.Millisecond).String())
+	}
+	admin := adminClient{base: "http://" + adminAddr, token: hex.EncodeToString(token), http: &http.Client{Timeout: 30 * time.Second}}
+	if err := admin.ensureTenant(startCtx, hsProc.done, tenantID, o.serverName, o.sharedSecret); err != nil {
+		return err
 	}
 	cert, err := serverCertificate(o.caDir, o.serverName)
 	if err != nil {
