@@ -25,8 +25,9 @@ var fatalWaiting = map[string]bool{
 	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
 }
 
-// maxRestarts is how many restarts of one container count as a crash loop.
-const maxRestarts = 3
+// maxRestarts is how many restarts of one container count as a crash loop. Not fewer: the
+// media sidecar exits (and is restarted) while PostgreSQL is still starting.
+const maxRestarts = 5
 
 // podProblem reports why a pod will not become ready by itself, or "".
 func podProblem(p *corev1.Pod) string {
