@@ -382,6 +382,9 @@ func (s *Server) remoteMembership(r *http.Request, sess *Session, roomID, target
 		}
 		return true, s.opts.Remote.Invite(ctx, sess.T, roomID, sess.UserID, target, content)
 	case membership == spec.Leave && target == sess.UserID:
+		if handled, err := s.withdrawRemoteKnock(ctx, sess, roomID); handled || err != nil {
+			return true, err
+		}
 		err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
 			_, err := storage.PendingRemoteInvite(ctx, q, roomID, sess.UserID)
 			return err
@@ -1068,7 +1071,8 @@ type publicRoom struct {
 }
 
 func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request, t *Tenant) error {
-	limit, offset, filter := 100, 0, ""
+	pq := PublicRoomsQuery{Limit: 100}
+	server := r.URL.Query().Get("server")
 	if r.Method == http.MethodPost {
 		var req struct {
 			Limit  int    `json:"limit"`
@@ -1081,93 +1085,24 @@ func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request, t *Tenant) 
 			return err
 		}
 		if req.Limit > 0 {
-			limit = req.Limit
+			pq.Limit = req.Limit
 		}
-		if req.Since != "" {
-			n, err := strconv.Atoi(req.Since)
-			if err != nil || n < 0 {
-				return mxhttp.InvalidParam("invalid since token")
-			}
-			offset = n
-		}
-		filter = strings.ToLower(req.Filter.GenericSearchTerm)
+		pq.Since, pq.Filter = req.Since, req.Filter.GenericSearchTerm
 	} else {
 		var err error
-		if limit, err = queryInt(r, "limit", 100, 1, 500); err != nil {
+		if pq.Limit, err = queryInt(r, "limit", 100, 1, 500); err != nil {
 			return err
 		}
-		if since := r.URL.Query().Get("since"); since != "" {
-			n, err := strconv.Atoi(since)
-			if err != nil || n < 0 {
-				return mxhttp.InvalidParam("invalid since token")
-			}
-			offset = n
-		}
+		pq.Since = r.URL.Query().Get("since")
 	}
-	if limit > 500 {
-		limit = 500
+	if server != "" && server != string(t.ServerName) {
+		return s.remotePublicRooms(w, r, t, server, pq)
 	}
-	resp := map[string]any{}
-	err := t.Store.Tx(r.Context(), func(q pgdb.DBTX) error {
-		list, total, err := storage.PublishedRooms(r.Context(), q, offset, limit)
-		if err != nil {
-			return err
-		}
-		chunk := []publicRoom{}
-		for _, p := range list {
-			pr := publicRoom{RoomID: p.RoomID, NumJoinedMembers: p.Members}
-			events, err := storage.CurrentStateEvents(r.Context(), q, p.RoomID, []storage.StateKeyTuple{
-				{Type: spec.MRoomName}, {Type: spec.MRoomTopic}, {Type: spec.MRoomCanonicalAlias}, {Type: "m.room.avatar"},
-				{Type: spec.MRoomJoinRules}, {Type: spec.MRoomHistoryVisibility}, {Type: "m.room.guest_access"}, {Type: spec.MRoomCreate}})
-			if err != nil {
-				return err
-			}
-			for _, e := range events {
-				var c map[string]any
-				_ = json.Unmarshal(clientEvent(e, "", "", false).Content, &c)
-				str := func(k string) string { v, _ := c[k].(string); return v }
-				switch e.Type {
-				case spec.MRoomName:
-					pr.Name = str("name")
-				case spec.MRoomTopic:
-					pr.Topic = str("topic")
-				case spec.MRoomCanonicalAlias:
-					pr.CanonicalAlias = str("alias")
-				case "m.room.avatar":
-					pr.AvatarURL = str("url")
-				case spec.MRoomJoinRules:
-					pr.JoinRule = str("join_rule")
-				case spec.MRoomHistoryVisibility:
-					pr.WorldReadable = str("history_visibility") == "world_readable"
-				case "m.room.guest_access":
-					pr.GuestCanJoin = str("guest_access") == "can_join"
-				case spec.MRoomCreate:
-					pr.RoomType = str("type")
-				}
-			}
-			if filter != "" && !strings.Contains(strings.ToLower(pr.Name+" "+pr.Topic+" "+pr.CanonicalAlias), filter) {
-				continue
-			}
-			chunk = append(chunk, pr)
-		}
-		resp["chunk"] = chunk
-		resp["total_room_count_estimate"] = total
-		if offset+len(list) < total {
-			resp["next_batch"] = strconv.Itoa(offset + len(list))
-		}
-		if offset > 0 {
-			prev := offset - limit
-			if prev < 0 {
-				prev = 0
-			}
-			resp["prev_batch"] = strconv.Itoa(prev)
-		}
-		return nil
-	})
+	page, err := PublicRooms(r.Context(), t, pq)
 	if err != nil {
 		return err
 	}
-	return mxhttp.JSON(w, http.StatusOK, resp)
+	return mxhttp.JSON(w, http.StatusOK, page)
 }
 
 func (s *Server) upgradeRoom(w http.ResponseWriter, r *http.Request, sess *Session) error {

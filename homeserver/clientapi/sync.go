@@ -20,13 +20,15 @@ import (
 )
 
 // syncToken is a position in every stream: the tenant's stream position and the shard's
-// typing serial.
+// typing and presence serials (s<pos>_<typing>_<presence>; older tokens without the
+// presence part still parse, as presence serial 0).
 type syncToken struct {
-	Pos    int64
-	Typing int64
+	Pos      int64
+	Typing   int64
+	Presence int64
 }
 
-func (t syncToken) String() string { return fmt.Sprintf("s%d_%d", t.Pos, t.Typing) }
+func (t syncToken) String() string { return fmt.Sprintf("s%d_%d_%d", t.Pos, t.Typing, t.Presence) }
 
 func parseSyncToken(s string) (syncToken, error) {
 	rest, ok := strings.CutPrefix(s, "s")
@@ -34,6 +36,7 @@ func parseSyncToken(s string) (syncToken, error) {
 		return syncToken{}, mxhttp.InvalidParam("invalid since token")
 	}
 	a, b, _ := strings.Cut(rest, "_")
+	b, c, _ := strings.Cut(b, "_")
 	pos, err := strconv.ParseInt(a, 10, 64)
 	if err != nil || pos < 0 {
 		return syncToken{}, mxhttp.InvalidParam("invalid since token")
@@ -44,7 +47,13 @@ func parseSyncToken(s string) (syncToken, error) {
 			return syncToken{}, mxhttp.InvalidParam("invalid since token")
 		}
 	}
-	return syncToken{Pos: pos, Typing: typ}, nil
+	var pres int64
+	if c != "" {
+		if pres, err = strconv.ParseInt(c, 10, 64); err != nil || pres < 0 {
+			return syncToken{}, mxhttp.InvalidParam("invalid since token")
+		}
+	}
+	return syncToken{Pos: pos, Typing: typ, Presence: pres}, nil
 }
 
 // topoToken is a pagination token: a boundary between stream positions.
@@ -276,7 +285,7 @@ type syncRooms struct {
 	Join   map[string]*joinedRoom  `json:"join"`
 	Invite map[string]*invitedRoom `json:"invite"`
 	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]*invitedRoom `json:"knock"`
+	Knock  map[string]*knockedRoom `json:"knock"`
 }
 
 type deviceLists struct {
@@ -320,6 +329,8 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *Session) err
 	if err != nil {
 		return err
 	}
+	s.presence.Load(r.Context(), sess.T.TenantID)
+	defer s.presence.Syncing(sess.T.TenantID, sess.UserID, qp.Get("set_presence"))()
 	fullState := qp.Get("full_state") == "true"
 	deadline := time.Now().Add(time.Duration(timeout) * time.Millisecond)
 	for {
@@ -344,7 +355,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *Session) err
 // buildSync assembles one /sync response from the tenant's streams.
 func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken, filter *Filter, fullState bool) (*syncResponse, error) {
 	resp := &syncResponse{
-		Rooms:                  syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]*invitedRoom{}},
+		Rooms:                  syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
 		AccountData:            eventsBlock{Events: []any{}},
 		Presence:               eventsBlock{Events: []any{}},
 		ToDevice:               eventsBlock{Events: []any{}},
@@ -352,10 +363,11 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		UnusedFallbackKeyTypes: []string{},
 	}
 	typingSerial := s.typing.Serial()
+	presenceSerial := s.presence.Serial()
 	var from int64
-	var fromTyping int64
+	var fromTyping, fromPresence int64
 	if since != nil {
-		from, fromTyping = since.Pos, since.Typing
+		from, fromTyping, fromPresence = since.Pos, since.Typing, since.Presence
 	}
 	err := sess.T.Store.Tx(ctx, func(q pgdb.DBTX) error {
 		if since == nil {
@@ -377,8 +389,8 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 			// A token from the future (e.g. a restored backup): start over from now.
 			from = to
 		}
-		resp.NextBatch = syncToken{Pos: to, Typing: typingSerial}.String()
-		if since != nil && to == from && typingSerial == fromTyping {
+		resp.NextBatch = syncToken{Pos: to, Typing: typingSerial, Presence: presenceSerial}.String()
+		if since != nil && to == from && typingSerial == fromTyping && presenceSerial == fromPresence {
 			// Nothing moved in the tenant: skip the work, still report key counts.
 			return s.syncKeys(ctx, q, sess, resp)
 		}
@@ -428,7 +440,7 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 				if ur.Membership == spec.Invite {
 					resp.Rooms.Invite[ur.RoomID] = &invitedRoom{InviteState: eventsBlock{Events: st}}
 				} else {
-					resp.Rooms.Knock[ur.RoomID] = &invitedRoom{InviteState: eventsBlock{Events: st}}
+					resp.Rooms.Knock[ur.RoomID] = &knockedRoom{KnockState: eventsBlock{Events: st}}
 				}
 				resp.hasNews = true
 			case spec.Leave, spec.Ban:
@@ -449,6 +461,11 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		}
 		if err := s.syncEphemeral(ctx, q, sess, resp, joinedIDs, from, to, fromTyping, since == nil); err != nil {
 			return err
+		}
+		if since == nil || presenceSerial != fromPresence {
+			if err := s.syncPresence(ctx, q, sess, resp, filter, fromPresence, presenceSerial, since == nil); err != nil {
+				return err
+			}
 		}
 		ad, err := storage.AccountDataSince(ctx, q, sess.UserID, from, to)
 		if err != nil {
@@ -654,6 +671,14 @@ func syncRemoteInvites(resp *syncResponse, invites []storage.RemoteInvite, incre
 			_ = json.Unmarshal(inv.InviteState, &st)
 			resp.Rooms.Invite[inv.RoomID] = &invitedRoom{InviteState: eventsBlock{Events: st}}
 			resp.hasNews = true
+		case spec.Knock: // knocks through another server share the table (storage/knocks_table.go)
+			if incremental && !changed {
+				continue
+			}
+			st := []any{}
+			_ = json.Unmarshal(inv.InviteState, &st)
+			resp.Rooms.Knock[inv.RoomID] = &knockedRoom{KnockState: eventsBlock{Events: st}}
+			resp.hasNews = true
 		case spec.Leave:
 			if !(incremental && changed) && !(!incremental && filter.includeLeave()) {
 				continue
@@ -773,7 +798,9 @@ func (s *Server) syncToDevice(ctx context.Context, q pgdb.DBTX, sess *Session, r
 	}
 	if len(msgs) == 100 {
 		// More are waiting: hand out a token that stops after the last one delivered.
-		resp.NextBatch = syncToken{Pos: msgs[len(msgs)-1].StreamPos, Typing: s.typing.Serial()}.String()
+		tok, _ := parseSyncToken(resp.NextBatch)
+		tok.Pos = msgs[len(msgs)-1].StreamPos
+		resp.NextBatch = tok.String()
 	}
 	return nil
 }
