@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
+	"github.com/atoll-matrix/atoll/homeserver/presence"
 	"github.com/atoll-matrix/atoll/homeserver/ratelimit"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/storage"
@@ -97,6 +98,8 @@ type Options struct {
 	Ephemeral RemoteEphemeral
 	// BcryptCost for password hashes; tests and benchmarks lower it.
 	BcryptCost int
+	// Presence tracks users' presence; nil gets an in-memory tracker without timeouts.
+	Presence *presence.Tracker
 	// PublicBaseURL, when set, is advertised in /.well-known/matrix/client as
 	// https://<host>; otherwise the request's own scheme and host are used.
 	WellKnownScheme string
@@ -109,6 +112,7 @@ type Server struct {
 	engine   *rooms.Engine
 	notifier *notifier.Notifier
 	typing   *typing.Tracker
+	presence *presence.Tracker
 	metrics  *mxhttp.Metrics
 	opts     Options
 	uia      *uiaSessions
@@ -122,12 +126,16 @@ func New(log *slog.Logger, reg prometheus.Registerer, tenants Resolver, engine *
 	if opts.BcryptCost == 0 {
 		opts.BcryptCost = 10
 	}
+	if opts.Presence == nil {
+		opts.Presence = presence.New(presence.Config{}, nil, n.Notify)
+	}
 	return &Server{
 		log:      log,
 		tenants:  tenants,
 		engine:   engine,
 		notifier: n,
 		typing:   t,
+		presence: opts.Presence,
 		metrics:  mxhttp.NewMetrics(reg, "homeserver"),
 		opts:     opts,
 		uia:      newUIASessions(),
@@ -190,6 +198,7 @@ func (s *Server) authed(mux *http.ServeMux, pattern, route string, fn authedHand
 		if err != nil {
 			return err
 		}
+		s.presenceActive(r, route, sess)
 		return fn(w, r, sess)
 	})
 }

@@ -246,6 +246,10 @@ func (s *Server) receiveEDU(ctx context.Context, t *clientapi.Tenant, origin spe
 			}
 			return nil
 		})
+	case spec.MPresence:
+		if !s.receivePresence(ctx, t, origin, json.RawMessage(edu.Content)) {
+			return
+		}
 	case spec.MDeviceListUpdate, "m.signing_key_update":
 		var c struct {
 			UserID string `json:"user_id"`

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atoll-matrix/atoll/homeserver/clientapi"
+	"github.com/atoll-matrix/atoll/homeserver/presence"
 	"github.com/atoll-matrix/atoll/homeserver/rooms"
 	"github.com/atoll-matrix/atoll/homeserver/tenant"
 	"github.com/atoll-matrix/atoll/homeserver/typing"
@@ -42,6 +43,7 @@ type Server struct {
 	fed       *metrics
 	sender    *Sender
 	typing    *typing.Tracker
+	presence  *presence.Tracker
 	notify    func(tenantID string)
 	now       func() time.Time
 }
@@ -56,13 +58,15 @@ type Config struct {
 	Engine    *rooms.Engine
 	Transport *Transport
 	Typing    *typing.Tracker
+	// Presence receives other servers' m.presence EDUs; nil ignores them.
+	Presence *presence.Tracker
 	// Notify wakes a tenant's /sync waiters after EDUs change what they see.
 	Notify func(tenantID string)
 }
 
 // New returns the federation server.
 func New(c Config) *Server {
-	s := &Server{log: c.Log, tenants: c.Tenants, registry: c.Control, engine: c.Engine, transport: c.Transport, typing: c.Typing, notify: c.Notify,
+	s := &Server{log: c.Log, tenants: c.Tenants, registry: c.Control, engine: c.Engine, transport: c.Transport, typing: c.Typing, presence: c.Presence, notify: c.Notify,
 		metrics: mxhttp.NewMetrics(c.Registry, "federation"), fed: newMetrics(c.Registry), now: time.Now}
 	s.keyRing = &gomatrixserverlib.KeyRing{
 		KeyFetchers: []gomatrixserverlib.KeyFetcher{

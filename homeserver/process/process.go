@@ -26,6 +26,7 @@ import (
 	"github.com/atoll-matrix/atoll/homeserver/config"
 	"github.com/atoll-matrix/atoll/homeserver/federation"
 	"github.com/atoll-matrix/atoll/homeserver/notifier"
+	"github.com/atoll-matrix/atoll/homeserver/presence"
 	"github.com/atoll-matrix/atoll/homeserver/push"
 	"github.com/atoll-matrix/atoll/homeserver/pusher"
 	"github.com/atoll-matrix/atoll/homeserver/ratelimit"
@@ -52,6 +53,7 @@ type Process struct {
 	Engine     *rooms.Engine
 	Notifier   *notifier.Notifier
 	Typing     *typing.Tracker
+	Presence   *presence.Tracker
 	Pusher     *pusher.Worker
 	Push       *push.Queue
 	Federation *federation.Server
@@ -82,6 +84,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	p := &Process{cfg: cfg, log: log, Registry: reg, Pool: pool, Tenants: registry}
 	p.Notifier = notifier.New(reg)
 	p.Typing = typing.New(p.Notifier.Notify)
+	p.Presence = presence.New(presence.Config{}, nil, p.Notifier.Notify)
 	p.Pusher = pusher.New(log.With("component", "pusher"), reg, pusher.Config{
 		AllowedHosts: cfg.Push.AllowedHosts, AllowHTTP: cfg.Push.AllowHTTP, AllowPrivate: cfg.Push.AllowPrivate})
 	p.Push = push.NewQueue(log, push.NewEvaluator(log, p.Pusher.Wake))
@@ -111,7 +114,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return nil, err
 	}
 	p.Federation = federation.New(federation.Config{Log: log, Registry: reg, Pool: pool, Tenants: p.Shard, Control: registry,
-		Engine: p.Engine, Transport: p.transport, Typing: p.Typing, Notify: p.Notifier.Notify})
+		Engine: p.Engine, Transport: p.transport, Typing: p.Typing, Presence: p.Presence, Notify: p.Notifier.Notify})
 	p.Engine.SetInTx(p.Federation.Enqueue)
 	p.Engine.ObserveStateResolution(p.Federation.ObserveStateResolution)
 	p.Sender = p.Federation.NewSender(pool, cfg.Shard.Name, func(ctx context.Context, id string) (*rooms.Host, error) {
@@ -133,8 +136,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		p.redis = redis.NewClient(ropts)
 		limiter = ratelimit.New(p.redis, log, reg)
+		p.Presence.SetMirror(presence.NewMirror(p.redis, log, reg))
 	}
-	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation, Keys: p.Federation, Limiter: limiter, Ephemeral: p.Federation})
+	api := clientapi.New(log, reg, p.Shard, p.Engine, p.Notifier, p.Typing, clientapi.Options{BcryptCost: opts.BcryptCost, Remote: p.Federation, Keys: p.Federation, Limiter: limiter, Ephemeral: p.Federation, Presence: p.Presence})
 	mux := http.NewServeMux()
 	fed := p.Federation.Handler()
 	mux.Handle("/_matrix/federation/", fed)
@@ -228,6 +232,7 @@ func (p *Process) Run(ctx context.Context) error {
 	shardCtx, stopShard := context.WithCancel(context.WithoutCancel(ctx))
 	shardDone := make(chan error, 1)
 	go func() { shardDone <- p.Shard.Run(shardCtx) }()
+	presenceDone := p.runPresence(shardCtx)
 	typingTick := time.NewTicker(time.Second)
 	defer typingTick.Stop()
 	p.log.Info("homeserver started", "shard", p.cfg.Shard.Name, "client", p.ClientAddr, "federation", p.FederationAddr, "admin", p.AdminAddr, "metrics", p.MetricsAddr)
@@ -254,6 +259,7 @@ loop:
 	p.Sender.Stop()
 	stopShard()
 	<-shardDone
+	<-presenceDone
 	p.Pool.Close()
 	if p.redis != nil {
 		_ = p.redis.Close()
