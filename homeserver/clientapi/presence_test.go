@@ -1,13 +1,16 @@
 package clientapi_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/atoll-matrix/atoll/homeserver/config"
 	"github.com/atoll-matrix/atoll/homeserver/presence"
+	"github.com/atoll-matrix/atoll/internal/atolltest/redistest"
 	"github.com/atoll-matrix/atoll/internal/atolltest/shardtest"
 )
 
@@ -146,5 +149,26 @@ func waitPresence(t *testing.T, c *shardtest.Client, user, want string) {
 			t.Fatalf("%s never became %s: %v", user, want, body)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestPresenceRedisMirror: with Redis configured, presence outlives the shard process that
+// held it (a restart here; a tenant moving to another shard reads it the same way).
+func TestPresenceRedisMirror(t *testing.T) {
+	redisURL := redistest.URL(t)
+	s := shardtest.New(t, func(c *config.Config) { c.Redis.URL = redisURL })
+	tn := s.CreateTenant(t, "presence_mirror")
+	t.Cleanup(func() {
+		rdb, _ := redistest.New(t)
+		rdb.Del(context.Background(), "atoll:presence:"+tn.ID)
+	})
+	alice := tn.Register(t, "alice")
+	alice.MustDo(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.UserID)+"/status",
+		map[string]any{"presence": "unavailable", "status_msg": "back at 3"})
+	s.Stop(t)
+	s.Restart(t)
+	_, body := alice.Do(t, "GET", "/_matrix/client/v3/presence/"+url.PathEscape(alice.UserID)+"/status", nil)
+	if body["presence"] != "unavailable" || body["status_msg"] != "back at 3" {
+		t.Fatalf("presence after a restart: %v", body)
 	}
 }
