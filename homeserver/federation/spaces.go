@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -157,16 +158,19 @@ func (s *Server) Knock(ctx context.Context, t *clientapi.Tenant, userID, roomID 
 	return refusedKnock(lastErr)
 }
 
-// refusedKnock keeps the resident server's 403 a 403 for the client.
+// refusedKnock keeps the resident server's refusal (its Matrix error, its words) a 403 for
+// the client; other failures stay errors.
 func refusedKnock(err error) error {
-	var me *mxhttp.Error
-	if errors.As(err, &me) {
+	var he gomatrix.HTTPError
+	if !errors.As(err, &he) || he.Code != http.StatusForbidden {
 		return err
 	}
-	if strings.Contains(err.Error(), "M_FORBIDDEN") {
-		return &mxhttp.Error{Status: http.StatusForbidden, Body: spec.Forbidden("the room's server refused the knock"), Err: err}
+	msg := "the room's server refused the knock"
+	var me spec.MatrixError
+	if json.Unmarshal(he.Contents, &me) == nil && me.ErrCode != "" {
+		msg = fmt.Sprintf("the room's server refused the knock: %s %s", me.ErrCode, truncateMsg(me.Err, 200))
 	}
-	return err
+	return &mxhttp.Error{Status: http.StatusForbidden, Body: spec.Forbidden(msg), Err: err}
 }
 
 func (s *Server) knockThrough(ctx context.Context, t *clientapi.Tenant, client fclient.FederationClient, srv spec.ServerName, userID, roomID string,

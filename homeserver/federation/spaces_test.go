@@ -295,3 +295,20 @@ func TestFederatedPublicRooms(t *testing.T) {
 		t.Fatalf("directory of an unreachable server answered 200")
 	}
 }
+
+// TestRemoteKnockRefused: a knock on another tenant's invite-only room is the resident's
+// 403 for the client, and nothing is kept for the knocker's /sync.
+func TestRemoteKnockRefused(t *testing.T) {
+	s := shardtest.New(t)
+	a := s.CreateTenant(t, "rkr_a")
+	b := s.CreateTenant(t, "rkr_b")
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	roomID := alice.MustDo(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat"})["room_id"].(string)
+	st, body := bob.Do(t, "POST", "/_matrix/client/v3/knock/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), map[string]any{})
+	if st != http.StatusForbidden || body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("knock on an invite-only room = %d %v, want 403 M_FORBIDDEN", st, body)
+	}
+	if _, sync := bob.Do(t, "GET", "/_matrix/client/v3/sync", nil); inSection("knock", roomID)(sync) {
+		t.Fatalf("refused knock in bob's sync: %v", sync["rooms"])
+	}
+}
