@@ -22,6 +22,7 @@ import (
 type tenant struct {
 	id, serverName string
 	addr           string // loopback address forwarded to a shard's client port
+	media          string // the same for the shard's media sidecar (the ingress routes media there)
 }
 
 // mxClient is a Matrix client for one user of one tenant, choosing the tenant by Host header
@@ -164,10 +165,10 @@ func atollctl(t *testing.T, adminAddr, tokenFile string, args ...string) string 
 func TestTenantsAndMessages(t *testing.T) {
 	dumpOnFailure(t)
 	shards := podsOf(t, "homeserver")
-	first := portForward(t, "pod/"+shards[0].Name, 8081, 8008)
+	first := portForward(t, "pod/"+shards[0].Name, 8081, 8008, 8090)
 	second := first
 	if len(shards) > 1 {
-		second = portForward(t, "pod/"+shards[1].Name, 8008)
+		second = portForward(t, "pod/"+shards[1].Name, 8008, 8090)
 	}
 
 	secret, err := env.cs.CoreV1().Secrets(env.namespace).Get(context.Background(), release+"-atoll-generated", metav1.GetOptions{})
@@ -180,8 +181,8 @@ func TestTenantsAndMessages(t *testing.T) {
 	}
 
 	suffix := time.Now().Format("150405")
-	alpha := tenant{id: "e2e_alpha_" + suffix, serverName: "alpha" + suffix + ".e2e.test", addr: first[8008]}
-	beta := tenant{id: "e2e_beta_" + suffix, serverName: "beta" + suffix + ".e2e.test", addr: second[8008]}
+	alpha := tenant{id: "e2e_alpha_" + suffix, serverName: "alpha" + suffix + ".e2e.test", addr: first[8008], media: first[8090]}
+	beta := tenant{id: "e2e_beta_" + suffix, serverName: "beta" + suffix + ".e2e.test", addr: second[8008], media: second[8090]}
 
 	ok := t.Run("create tenants with atollctl", func(t *testing.T) {
 		for _, tn := range []tenant{alpha, beta} {
@@ -220,6 +221,7 @@ func TestTenantsAndMessages(t *testing.T) {
 		a.waitMessage(roomID, c.userID, "hello alice")
 	})
 
+	var federated string
 	t.Run("federated room between the tenants", func(t *testing.T) {
 		a, b := alice.on(t), bob.on(t)
 		room := a.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{b.userID}})
@@ -229,5 +231,37 @@ func TestTenantsAndMessages(t *testing.T) {
 		b.waitMessage(roomID, a.userID, "hello beta")
 		b.send(roomID, "hello alpha")
 		a.waitMessage(roomID, b.userID, "hello alpha")
+		federated = roomID
+	})
+
+	t.Run("push notification reaches a fake provider", func(t *testing.T) {
+		if federated == "" {
+			t.Skip("needs the federated room")
+		}
+		a, b := alice.on(t), bob.on(t)
+		fake := startFakePush(t)
+		b.must("POST", "/_matrix/client/v3/pushers/set", map[string]any{
+			"kind": "http", "app_id": "org.atoll.e2e", "app_display_name": "atoll e2e", "device_display_name": "e2e", "lang": "en",
+			"pushkey": fmt.Sprintf("http://%s.%s.svc:8080/push/bob", fakePushName, env.namespace),
+			"data":    map[string]any{"url": fmt.Sprintf("http://%s-push.%s.svc:8095/_matrix/push/v1/notify", release, env.namespace)},
+		})
+		eventID := a.send(federated, "a message that should be pushed to bob")
+		t.Logf("pushed: %s", waitPush(t, fake, eventID))
+	})
+
+	t.Run("media uploaded on one tenant is downloaded on the other", func(t *testing.T) {
+		a, b := alice.on(t), bob.on(t)
+		body := []byte("atoll e2e media " + suffix)
+		uri := a.upload(body, "text/plain")
+		server, id, ok := strings.Cut(strings.TrimPrefix(uri, "mxc://"), "/")
+		if !ok || server != alpha.serverName {
+			t.Fatalf("content_uri %q is not on %s", uri, alpha.serverName)
+		}
+		got := b.download(server, id)
+		if !bytes.Equal(got, body) {
+			t.Fatalf("%s downloaded %q, want %q", b.userID, got, body)
+		}
+		bucket := "atoll-" + strings.ReplaceAll(alpha.id, "_", "-")
+		checkObject(t, bucket, "local/"+id, int64(len(body)))
 	})
 }

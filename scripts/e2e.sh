@@ -75,6 +75,9 @@ rm -rf "$work/bundle"
 mkdir -p "$work/bundle"
 tar -xf "$work/atoll-bundle.tar" -C "$work/bundle"
 go run ./images/kindnode bundle -layout "$work/bundle/oci" -registry "$registry" -out "$work/bundle-images.tar"
+# The suite's fake push provider.
+CGO_ENABLED=0 go build -trimpath -o "$work/fakepush" ./e2e/fakepush
+go run ./images/kindnode binary -bin "$work/fakepush" -ref "$registry/atoll-e2e/fakepush:e2e" -out "$work/fakepush.tar"
 step_done
 
 cleanup() {
@@ -118,6 +121,7 @@ export KUBECONFIG=$kubeconfig
 
 step "loading the bundle's images into $cluster"
 "$kind" load image-archive --name "$cluster" "$work/bundle-images.tar"
+"$kind" load image-archive --name "$cluster" "$work/fakepush.tar"
 step_done
 
 # Datastore volumes: the node has no dynamic provisioner (kind's local-path image is not

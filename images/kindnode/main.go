@@ -12,7 +12,11 @@
 //
 // converts an atoll-images OCI layout (index.json names each image atoll-matrix/<image>:<version>)
 // into one OCI archive whose images are named HOST/atoll-matrix/<image>:<version> and
-// HOST/atoll-matrix/<image>@<digest>, for `kind load image-archive`. The e2e suite (e2e/) calls it through scripts/e2e.sh.
+// HOST/atoll-matrix/<image>@<digest>, for `kind load image-archive`.
+//
+//	go run ./images/kindnode binary -bin FILE -ref REF -out TAR
+//
+// makes an image of one static binary (the e2e suite's helpers, e.g. e2e/fakepush). The e2e suite (e2e/) calls it through scripts/e2e.sh.
 package main
 
 import (
@@ -41,7 +45,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kindnode control-plane|bundle [flags]")
+		fmt.Fprintln(os.Stderr, "usage: kindnode control-plane|bundle|binary [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -50,6 +54,8 @@ func main() {
 		err = controlPlane(os.Args[2:])
 	case "bundle":
 		err = bundle(os.Args[2:])
+	case "binary":
+		err = binary(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -168,6 +174,27 @@ func configure(img v1.Image, entrypoint []string) (v1.Image, error) {
 	cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cf.Config.Entrypoint = entrypoint
 	return mutate.ConfigFile(img, cf)
+}
+
+func binary(args []string) error {
+	fs := flag.NewFlagSet("binary", flag.ExitOnError)
+	bin := fs.String("bin", "", "static binary, run as the image's entrypoint")
+	ref := fs.String("ref", "", "image reference")
+	out := fs.String("out", "", "output archive")
+	fs.Parse(args)
+	if *bin == "" || *ref == "" || *out == "" {
+		return errors.New("binary: -bin, -ref and -out are required")
+	}
+	tag, err := name.NewTag(*ref)
+	if err != nil {
+		return err
+	}
+	dst := "/" + filepath.Base(*bin)
+	img, err := binaryImage(*bin, dst, []string{dst})
+	if err != nil {
+		return err
+	}
+	return writeArchive(*out, map[name.Reference]v1.Image{tag: img})
 }
 
 func bundle(args []string) error {
