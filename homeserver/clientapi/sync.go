@@ -390,7 +390,8 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 			from = to
 		}
 		resp.NextBatch = syncToken{Pos: to, Typing: typingSerial, Presence: presenceSerial}.String()
-		if since != nil && to == from && typingSerial == fromTyping && presenceSerial == fromPresence {
+		presenceChanged := presenceSerial != fromPresence && s.presence.Changed(sess.T.TenantID, fromPresence)
+		if since != nil && to == from && typingSerial == fromTyping && !presenceChanged {
 			// Nothing moved in the tenant: skip the work, still report key counts.
 			return s.syncKeys(ctx, q, sess, resp)
 		}
@@ -462,7 +463,7 @@ func (s *Server) buildSync(ctx context.Context, sess *Session, since *syncToken,
 		if err := s.syncEphemeral(ctx, q, sess, resp, joinedIDs, from, to, fromTyping, since == nil); err != nil {
 			return err
 		}
-		if since == nil || presenceSerial != fromPresence {
+		if since == nil || presenceChanged {
 			if err := s.syncPresence(ctx, q, sess, resp, filter, fromPresence, presenceSerial, since == nil); err != nil {
 				return err
 			}

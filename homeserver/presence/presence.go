@@ -105,6 +105,7 @@ type tenantState struct {
 	users     map[string]*entry
 	loaded    bool // the Redis mirror was read
 	changedAt time.Time
+	serial    int64 // the tracker serial of the tenant's last change
 }
 
 // Update is a change to send elsewhere: to other servers (local users) or to the mirror.
@@ -185,7 +186,7 @@ func (t *Tracker) Load(ctx context.Context, tenantID string) {
 			e.syncing = old.syncing
 		}
 		ts.users[s.Status.UserID] = e
-		ts.changedAt = t.now()
+		ts.changedAt, ts.serial = t.now(), t.serial
 	}
 	t.mu.Unlock()
 	if t.onChange != nil {
@@ -216,7 +217,7 @@ func (t *Tracker) localEntry(ts *tenantState, userID string, now time.Time) *ent
 func (t *Tracker) change(tenantID string, ts *tenantState, e *entry, now time.Time) {
 	t.serial++
 	e.serial, e.changedAt, e.updatedAt = t.serial, now, now
-	ts.changedAt = now
+	ts.changedAt, ts.serial = now, t.serial
 	k := outKey{tenantID, e.UserID}
 	u := Update{TenantID: tenantID, Status: e.Status, Remote: e.remote, At: now}
 	if !e.remote {
@@ -349,6 +350,18 @@ func (t *Tracker) SetRemote(tenantID string, s Status) {
 	if changed {
 		t.notify(tenantID)
 	}
+}
+
+// Changed reports whether a tenant's presence may have changed after serial since (a token
+// from another shard or from before a restart always may).
+func (t *Tracker) Changed(tenantID string, since int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if since > t.serial {
+		return true
+	}
+	ts := t.tenants[tenantID]
+	return ts != nil && ts.serial > since
 }
 
 // Get returns a user's presence; a user the tracker does not know is offline.
