@@ -121,9 +121,14 @@ func TestTwoTenants(t *testing.T) {
 	if rooms := get(sync, "rooms", "join").(map[string]any); len(rooms) != 0 {
 		t.Fatalf("B sees rooms: %v", rooms)
 	}
-	st, _ = carol.Do(t, "GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID), nil)
-	if st != http.StatusNotFound {
-		t.Fatalf("B reading A's profile on B's host: %d", st)
+	// Tenants are separate servers: B learns A's public profile only by asking A over
+	// (signed) federation, like any other server would.
+	st, body = carol.Do(t, "GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID), nil)
+	if st != http.StatusOK || body["displayname"] != "alice" {
+		t.Fatalf("B reading A's public profile through federation: %d %v", st, body)
+	}
+	if st, _ = carol.Do(t, "GET", "/_matrix/client/v3/profile/"+url.PathEscape("@nobody:"+a.ServerName), nil); st != http.StatusNotFound {
+		t.Fatalf("B reading a profile A does not have: %d", st)
 	}
 }
 
