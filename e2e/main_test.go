@@ -30,6 +30,7 @@ var env struct {
 	namespace  string
 	chart      string
 	values     []string
+	vals       map[string]any // the merged values of the install
 	registry   string
 	cs         kubernetes.Interface
 	helm       *action.Configuration
@@ -117,6 +118,7 @@ func setup() (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	env.vals = vals
 	ch, err := loader.Load(env.chart)
 	if err != nil {
 		return 1, err

@@ -147,6 +147,20 @@ func dig(m any, keys ...string) any {
 	return m
 }
 
+// adminTokenFile writes the admin token the hook generated to a file for atollctl.
+func adminTokenFile(t *testing.T) string {
+	t.Helper()
+	secret, err := env.cs.CoreV1().Secrets(env.namespace).Get(context.Background(), release+"-atoll-generated", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("admin token: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(f, secret.Data["admin-token"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // atollctl runs the atollctl built from this checkout against a shard's admin API.
 func atollctl(t *testing.T, adminAddr, tokenFile string, args ...string) string {
 	t.Helper()
@@ -171,14 +185,7 @@ func TestTenantsAndMessages(t *testing.T) {
 		second = portForward(t, "pod/"+shards[1].Name, 8008, 8090)
 	}
 
-	secret, err := env.cs.CoreV1().Secrets(env.namespace).Get(context.Background(), release+"-atoll-generated", metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("admin token: %v", err)
-	}
-	tokenFile := filepath.Join(t.TempDir(), "admin-token")
-	if err := os.WriteFile(tokenFile, secret.Data["admin-token"], 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tokenFile := adminTokenFile(t)
 
 	suffix := time.Now().Format("150405")
 	alpha := tenant{id: "e2e_alpha_" + suffix, serverName: "alpha" + suffix + ".e2e.test", addr: first[8008], media: first[8090]}

@@ -75,9 +75,12 @@ rm -rf "$work/bundle"
 mkdir -p "$work/bundle"
 tar -xf "$work/atoll-bundle.tar" -C "$work/bundle"
 go run ./images/kindnode bundle -layout "$work/bundle/oci" -registry "$registry" -out "$work/bundle-images.tar"
-# The suite's fake push provider.
-CGO_ENABLED=0 go build -trimpath -o "$work/fakepush" ./e2e/fakepush
-go run ./images/kindnode binary -bin "$work/fakepush" -ref "$registry/atoll-e2e/fakepush:e2e" -out "$work/fakepush.tar"
+# The suite's helpers: the fake push provider and the in-cluster client of the upgrade test.
+mkdir -p "$work/helpers"
+for h in fakepush loadclient; do
+	CGO_ENABLED=0 go build -trimpath -o "$work/helpers/$h" "./e2e/$h"
+	go run ./images/kindnode binary -bin "$work/helpers/$h" -ref "$registry/atoll-e2e/$h:e2e" -out "$work/helpers/$h.tar"
+done
 step_done
 
 cleanup() {
@@ -121,7 +124,7 @@ export KUBECONFIG=$kubeconfig
 
 step "loading the bundle's images into $cluster"
 "$kind" load image-archive --name "$cluster" "$work/bundle-images.tar"
-"$kind" load image-archive --name "$cluster" "$work/fakepush.tar"
+for h in "$work"/helpers/*.tar; do "$kind" load image-archive --name "$cluster" "$h"; done
 step_done
 
 # Datastore volumes: the node has no dynamic provisioner (kind's local-path image is not
