@@ -20,6 +20,7 @@
 #   ATOLL_COMPLEMENT_MEDIA    1 (default): when ${ATOLL_CACHE}/bin/minio exists (scripts/minio.sh),
 #                             the image also runs atoll-media on MinIO and serves media; 0: no media
 set -euo pipefail
+export LC_ALL=C # sort and comm agree
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -102,27 +103,59 @@ docker logs "\$1" >"$cdir/logs/\$(echo "\$2" | tr '/ ' '__').\$(echo "\$1" | cut
 EOF
 chmod +x "$cdir/post-test.sh"
 
-streams=()
-for p in $pkgs; do
-	name=${p//\//_}
-	json=$cdir/results/$name.json
-	streams+=("$json")
-	say "go test $p (timeout $timeout, log $json)"
-	t0=$(date +%s)
+# gotest PKG JSON [go test args...] runs one pass of a package into JSON.
+gotest() {
+	local pkg=$1 json=$2
+	shift 2
 	(
 		cd "$rundir"
 		args=(-json -mod=mod -count=1 -p 1 -parallel "$parallel" -timeout "$timeout")
 		[ -z "$skip_re" ] || args+=(-skip "$skip_re")
 		COMPLEMENT_BASE_IMAGE=$image COMPLEMENT_SPAWN_HS_TIMEOUT_SECS=60 CGO_ENABLED=1 \
 			COMPLEMENT_POST_TEST_SCRIPT=$cdir/post-test.sh \
-			go test "${args[@]}" "$@" "github.com/matrix-org/complement/$p" >"$json" 2>"$json.stderr" || true
+			go test "${args[@]}" "$@" "github.com/matrix-org/complement/$pkg" >"$json" 2>"$json.stderr" || true
 	)
+}
+
+# reported JSON... prints the top-level tests that reported a result.
+reported() {
+	jq -rR 'fromjson? | select(.Test != null and (.Test | contains("/") | not) and (.Action == "pass" or .Action == "fail" or .Action == "skip")) | .Test' "$@" | sort -u
+}
+
+rm -f "$cdir"/results/*.json "$cdir"/results/*.stderr "$cdir"/results/*.list
+streams=()
+lists=()
+for p in $pkgs; do
+	name=${p//\//_}
+	t0=$(date +%s)
+	json=$cdir/results/$name.0.json
+	streams+=("$json")
+	say "go test $p (timeout $timeout, log $json)"
+	gotest "$p" "$json" "$@"
+	# A test that panics ends its package's binary, and the tests after it never start. Run
+	# the ones without a result again (not with caller-given arguments, which may select).
+	if [ $# -eq 0 ]; then
+		all=$(cd "$rundir" && go test -mod=mod -list '^Test' "github.com/matrix-org/complement/$p" | grep '^Test' | sort -u)
+		[ -z "$skip_re" ] || all=$(grep -Ev "$skip_re" <<<"$all" || true)
+		echo "$all" >"$cdir/results/$name.list"
+		lists+=(--list "$p=$cdir/results/$name.list")
+		prev=
+		for part in 1 2 3 4 5 6 7 8; do
+			left=$(comm -23 <(echo "$all") <(reported "${streams[@]}"))
+			[ -n "$left" ] && [ "$left" != "$prev" ] || break
+			prev=$left
+			json=$cdir/results/$name.$part.json
+			streams+=("$json")
+			say "$p: $(wc -l <<<"$left") tests did not run (a test before them crashed the package); running them ($json)"
+			gotest "$p" "$json" -run "$(sed 's/.*/^&$/' <<<"$left" | paste -sd'|' -)"
+		done
+	fi
 	say "$p finished in $(($(date +%s) - t0))s"
 done
 
 # 5. Summary.
 go run ./cmd/atoll-complement/summarise --out "$out" --skip "$out/skip.txt" \
-	--src "$(go env GOMODCACHE)/github.com/matrix-org/complement@$version" \
+	--src "$(go env GOMODCACHE)/github.com/matrix-org/complement@$version" "${lists[@]}" \
 	--image "$image@$digest ($media)" --revision "$revision" \
 	--machine "$(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"), docker.io $(docker version --format '{{.Server.Version}}' 2>/dev/null)" \
 	"${streams[@]}"

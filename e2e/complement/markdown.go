@@ -57,6 +57,10 @@ func (r *Run) WriteMarkdown(w io.Writer, m Meta, skips []SkipEntry) error {
 	if top.Total() > 0 {
 		p("Top-level pass rate: %.1f%% of %d (skips included in the denominator).", 100*float64(top.Pass)/float64(top.Total()), top.Total())
 	}
+	if ns := r.NeverStarted(); len(ns) > 0 {
+		p("")
+		p("%d top-level tests never started (counted as failures): %s.", len(ns), strings.Join(ns, ", "))
+	}
 	if top.NoResult+sub.NoResult > 0 {
 		p("")
 		p("%d top-level tests and %d subtests never reported a result (counted as failures): their package timed out or crashed.", top.NoResult, sub.NoResult)

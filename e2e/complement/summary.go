@@ -59,6 +59,39 @@ type Run struct {
 	ServerErrors map[string]int
 	Start        time.Time
 	End          time.Time
+	expected     map[string][]string // package -> top-level tests it has (go test -list)
+}
+
+// Expect records the top-level tests a package has; those that never report a result are
+// counted as failures with the reason "never started".
+func (r *Run) Expect(pkg string, tests []string) {
+	if r.expected == nil {
+		r.expected = map[string][]string{}
+	}
+	r.expected[pkg] = tests
+	seen := map[string]bool{}
+	for _, t := range r.Tests {
+		if t.Package == pkg {
+			seen[t.Name] = true
+		}
+	}
+	for _, name := range tests {
+		if !seen[name] {
+			r.Tests = append(r.Tests, &Test{Package: pkg, Name: name, Result: NoResult,
+				Failure: "never started: an earlier test crashed the package and reruns did not reach it"})
+		}
+	}
+}
+
+// NeverStarted lists the expected top-level tests that never started.
+func (r *Run) NeverStarted() []string {
+	var out []string
+	for _, t := range r.Tests {
+		if t.TopLevel() && t.Result == NoResult && strings.HasPrefix(t.Failure, "never started") {
+			out = append(out, shortPkg(t.Package)+"."+t.Name)
+		}
+	}
+	return out
 }
 
 type event struct {

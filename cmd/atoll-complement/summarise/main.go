@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/atoll-matrix/atoll/e2e/complement"
 )
@@ -17,19 +18,28 @@ func main() {
 	out := flag.String("out", "e2e/complement", "directory for results.tsv and summary.md")
 	skipFile := flag.String("skip", "e2e/complement/skip.txt", "skip list (listed in the summary)")
 	src := flag.String("src", "", "Complement module source directory (groups tests by file)")
+	lists := map[string]string{}
+	flag.Func("list", "PKG=FILE: the top-level tests of PKG (go test -list), to report those that never ran", func(v string) error {
+		pkg, file, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("want PKG=FILE")
+		}
+		lists[pkg] = file
+		return nil
+	})
 	var m complement.Meta
 	flag.StringVar(&m.Complement, "complement", "v0.0.0-20240126134841-458bfba5f7f3", "Complement module version")
 	flag.StringVar(&m.Image, "image", "", "image reference and digest")
 	flag.StringVar(&m.Revision, "revision", "", "Atoll revision")
 	flag.StringVar(&m.Machine, "machine", "", "machine description")
 	flag.Parse()
-	if err := run(*out, *skipFile, *src, m, flag.Args()); err != nil {
+	if err := run(*out, *skipFile, *src, lists, m, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "summarise:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, skipFile, src string, m complement.Meta, streams []string) error {
+func run(out, skipFile, src string, lists map[string]string, m complement.Meta, streams []string) error {
 	if len(streams) == 0 {
 		return fmt.Errorf("no go test -json streams given")
 	}
@@ -49,6 +59,13 @@ func run(out, skipFile, src string, m complement.Meta, streams []string) error {
 		if err := r.ReadSources(src); err != nil {
 			return fmt.Errorf("read Complement sources: %w", err)
 		}
+	}
+	for pkg, file := range lists {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		r.Expect("github.com/matrix-org/complement/"+pkg, strings.Fields(string(b)))
 	}
 	skips, err := complement.ReadSkipList(skipFile)
 	if err != nil && !os.IsNotExist(err) {
@@ -74,7 +91,7 @@ func run(out, skipFile, src string, m complement.Meta, streams []string) error {
 		}
 	}
 	top, sub := r.Count("")
-	fmt.Printf("top-level: %d pass, %d fail, %d skip, %d no result; subtests: %d pass, %d fail, %d skip, %d no result\n",
-		top.Pass, top.Fail, top.Skip, top.NoResult, sub.Pass, sub.Fail, sub.Skip, sub.NoResult)
+	fmt.Printf("top-level: %d pass, %d fail, %d skip, %d no result (%d never started); subtests: %d pass, %d fail, %d skip, %d no result\n",
+		top.Pass, top.Fail, top.Skip, top.NoResult, len(r.NeverStarted()), sub.Pass, sub.Fail, sub.Skip, sub.NoResult)
 	return nil
 }
