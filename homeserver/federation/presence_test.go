@@ -52,4 +52,11 @@ func TestFederatedPresence(t *testing.T) {
 
 	// Bob's sync makes him online; alice sees that.
 	waitFor(t, alice, "bob's presence at alice", presenceHas(bob.UserID, "online", ""))
+
+	// A server that joins later hears of alice (still unavailable: her syncs do not override
+	// what she set) without her presence changing again.
+	c := s2.CreateTenant(t, "fp_c")
+	carol := c.Register(t, "carol")
+	carol.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), map[string]any{})
+	waitFor(t, carol, "alice's presence at a server that joined later", presenceHas(alice.UserID, "unavailable", "in theatre"))
 }

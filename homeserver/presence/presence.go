@@ -128,6 +128,12 @@ type Tracker struct {
 	tenants  map[string]*tenantState
 	outbound map[outKey]Update // local changes for other servers, latest per user
 	dirty    map[outKey]Update // changes for the mirror, latest per user
+	resend   []resend          // Resend calls not yet due
+}
+
+type resend struct {
+	tenant, user string
+	due          time.Time
 }
 
 type outKey struct{ tenant, user string }
@@ -446,9 +452,45 @@ func (t *Tracker) Expire() {
 			delete(t.tenants, id)
 		}
 	}
+	pending := t.resend[:0]
+	for _, r := range t.resend {
+		if now.Before(r.due) {
+			pending = append(pending, r)
+		} else {
+			t.resendNow(r.tenant, r.user)
+		}
+	}
+	t.resend = pending
 	t.mu.Unlock()
 	for id := range changed {
 		t.notify(id)
+	}
+}
+
+// Resend queues the presence of a tenant's local users who are not offline (one user, or
+// all when userID is "") for other servers again, after a delay: a server that just came to
+// share a room with them has not heard of them (and may still be storing the room's state
+// when its join is accepted here). Calls beyond 1,000 pending are dropped.
+func (t *Tracker) Resend(tenantID, userID string, after time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.resend) < 1000 {
+		t.resend = append(t.resend, resend{tenant: tenantID, user: userID, due: t.now().Add(after)})
+	}
+}
+
+func (t *Tracker) resendNow(tenantID, userID string) {
+	ts := t.tenants[tenantID]
+	if ts == nil {
+		return
+	}
+	now := t.now()
+	for uid, e := range ts.users {
+		if e.remote || e.Presence == Offline || (userID != "" && uid != userID) {
+			continue
+		}
+		t.outbound[outKey{tenantID, uid}] = Update{TenantID: tenantID, Status: e.Status, At: now}
+		e.lastSentAt = now
 	}
 }
 

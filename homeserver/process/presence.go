@@ -4,7 +4,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/atoll-matrix/atoll/homeserver/presence"
+	"github.com/atoll-matrix/atoll/homeserver/rooms"
 )
 
 // runPresence applies presence timeouts every second, mirrors changes to Redis and sends local
@@ -39,4 +42,32 @@ func (p *Process) sendPresence(ctx context.Context, updates []presence.Update) {
 		}
 		cancel()
 	}
+}
+
+// presenceOnJoin sends presence to servers that just came to share a room: a remote user's
+// join sends every local user's presence (not offline) again, a local user's join sends
+// theirs.
+func (p *Process) presenceOnJoin(ev rooms.Persisted) {
+	if ev.Event == nil || ev.Event.Type() != spec.MRoomMember || ev.Event.StateKey() == nil {
+		return
+	}
+	if m, err := ev.Event.Membership(); err != nil || m != spec.Join {
+		return
+	}
+	t := p.Shard.Loaded(ev.TenantID)
+	if t == nil {
+		return
+	}
+	user, err := spec.NewUserID(*ev.Event.StateKey(), true)
+	if err != nil {
+		return
+	}
+	if user.Domain() == t.ServerName {
+		p.Presence.Resend(ev.TenantID, user.String(), 0)
+		return
+	}
+	// The joining server stores the room once its join is accepted here: tell it a little
+	// later, and once more in case it was slow.
+	p.Presence.Resend(ev.TenantID, "", 2*time.Second)
+	p.Presence.Resend(ev.TenantID, "", 10*time.Second)
 }

@@ -90,6 +90,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	p.Push = push.NewQueue(log, push.NewEvaluator(log, p.Pusher.Wake))
 	p.Engine = rooms.New(log, reg, func(ev rooms.Persisted) {
 		p.Notifier.Notify(ev.TenantID)
+		p.presenceOnJoin(ev)
 		if !ev.Remote && p.Federation != nil {
 			p.Federation.Wake() // the event is in the outbox if other servers share the room
 		}
