@@ -10,8 +10,16 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 )
+
+func bump(ch *chart.Chart, suffix string) {
+	ch.Metadata.Version += suffix
+	for _, d := range ch.Dependencies() {
+		bump(d, suffix)
+	}
+}
 
 type loadResult struct {
 	Requests int      `json:"requests"`
@@ -70,8 +78,10 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new release of the chart: the umbrella and every subchart get a new version, which is in
+	// each pod's helm.sh/chart label, so every pod is replaced.
 	from := ch.Metadata.Version
-	ch.Metadata.Version = from + "-e2e.upgrade"
+	bump(ch, "-e2e.upgrade")
 	up := action.NewUpgrade(env.helm)
 	up.Namespace = env.namespace
 	up.Wait = true
