@@ -14,14 +14,24 @@ import (
 // Presence: GET and PUT /presence/{userId}/status, set_presence and the presence section of
 // /sync. The state itself is in homeserver/presence (ephemeral, per shard, mirrored in Redis).
 
-// presenceRoute is the route name of PUT /presence: it sets presence itself, so it is not
-// counted as activity by authed.
+// presenceRoute is the route name of PUT /presence.
 const presenceRoute = "client.presence_set"
 
-// presenceActive counts a request as the user's activity for presence (any request but a
-// read, /sync and the presence PUT itself).
+// isActivity reports whether a route counts as the user's activity for presence: what a
+// person does (send, read, type, join), not what clients do in the background (key queries,
+// filters, pushers), as in Synapse.
+func isActivity(route string) bool {
+	switch route {
+	case "client.send", "client.redact", "client.put_state", "client.receipt", "client.read_markers",
+		"client.typing", "client.create_room", "client.join":
+		return true
+	}
+	return false
+}
+
+// presenceActive records the user's activity for presence on the routes that count.
 func (s *Server) presenceActive(r *http.Request, route string, sess *Session) {
-	if s.presence == nil || r.Method == http.MethodGet || r.Method == http.MethodOptions || route == presenceRoute {
+	if s.presence == nil || r.Method == http.MethodGet || !isActivity(route) {
 		return
 	}
 	s.presence.Active(sess.T.TenantID, sess.UserID)
