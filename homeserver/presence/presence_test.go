@@ -124,3 +124,29 @@ func TestRemoteTimeoutAndOutbound(t *testing.T) {
 		t.Fatalf("remote user after timeout: %+v", st)
 	}
 }
+
+func TestChangedAndResend(t *testing.T) {
+	tr, c, _ := newTracker(t)
+	tr.Set("t1", "@alice:a.test", presence.Online, "")
+	tr.Set("t2", "@bob:b.test", presence.Offline, "")
+	s := tr.Serial()
+	tr.TakeOutbound()
+	tr.Set("t2", "@bob:b.test", presence.Online, "")
+	if tr.Changed("t1", s) {
+		t.Fatal("t1 changed by t2's change")
+	}
+	if !tr.Changed("t2", s) || !tr.Changed("t1", tr.Serial()+1) {
+		t.Fatal("Changed misses a change or a token from the future")
+	}
+	tr.TakeOutbound()
+	tr.Resend("t1", "", 2*time.Second)
+	tr.Expire()
+	if out := tr.TakeOutbound(); len(out) != 0 {
+		t.Fatalf("resent before due: %+v", out)
+	}
+	c.advance(3 * time.Second)
+	tr.Expire()
+	if out := tr.TakeOutbound(); len(out) != 1 || out[0].Status.UserID != "@alice:a.test" {
+		t.Fatalf("resend = %+v", out)
+	}
+}
