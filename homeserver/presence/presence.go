@@ -200,6 +200,17 @@ func (t *Tracker) Load(ctx context.Context, tenantID string) {
 	}
 }
 
+// Reload makes the next Load read the mirror again: the shard calls it when it takes a tenant
+// (back) over, as another shard may have changed its presence meanwhile. Entries newer than
+// what this shard holds win.
+func (t *Tracker) Reload(tenantID string) {
+	t.mu.Lock()
+	if ts := t.tenants[tenantID]; ts != nil {
+		ts.loaded = false
+	}
+	t.mu.Unlock()
+}
+
 func (t *Tracker) tenant(id string) *tenantState {
 	ts := t.tenants[id]
 	if ts == nil {

@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	p.Shard = shard.New(shard.Config{
 		Name: cfg.Shard.Name, AdvertiseURL: cfg.Shard.AdvertiseURL, IdleEvict: cfg.Tenants.IdleEvict,
 		MaxLoaded: cfg.Tenants.MaxLoaded, LeaseDuration: cfg.Tenants.LeaseDuration,
-		OnLoad: func(t *clientapi.Tenant) { p.Pusher.Wake(t.Store) },
+		OnLoad: func(t *clientapi.Tenant) { p.Pusher.Wake(t.Store); p.Presence.Reload(t.TenantID) },
 	}, log, reg, pool, registry)
 	tlsConfig, err := trustRoots(cfg.Federation.TrustRootsFile)
 	if err != nil {
