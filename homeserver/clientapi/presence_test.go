@@ -172,3 +172,16 @@ func TestPresenceRedisMirror(t *testing.T) {
 		t.Fatalf("presence after a restart: %v", body)
 	}
 }
+
+// TestPresenceRedisDown: with Redis configured but unreachable, presence works from memory.
+func TestPresenceRedisDown(t *testing.T) {
+	s := shardtest.New(t, func(c *config.Config) { c.Redis.URL = "redis://127.0.0.1:1/0" })
+	tn := s.CreateTenant(t, "presence_noredis")
+	alice := tn.Register(t, "alice")
+	alice.MustDo(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.UserID)+"/status",
+		map[string]any{"presence": "online", "status_msg": "here"})
+	sync := alice.MustDo(t, "GET", syncPath("", 0, ""), nil)
+	if c := presenceOf(sync, alice.UserID); c == nil || c["status_msg"] != "here" {
+		t.Fatalf("own presence in sync without Redis: %v", sync["presence"])
+	}
+}
