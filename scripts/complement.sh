@@ -135,7 +135,7 @@ for p in $pkgs; do
 	# A test that panics ends its package's binary, and the tests after it never start. Run
 	# the ones without a result again (not with caller-given arguments, which may select).
 	if [ $# -eq 0 ]; then
-		all=$(cd "$rundir" && go test -mod=mod -list '^Test' "github.com/matrix-org/complement/$p" | grep '^Test' | sort -u)
+		all=$(cd "$rundir" && COMPLEMENT_BASE_IMAGE=$image go test -mod=mod -list '^Test' "github.com/matrix-org/complement/$p" | grep '^Test' | sort -u)
 		[ -z "$skip_re" ] || all=$(grep -Ev "$skip_re" <<<"$all" || true)
 		echo "$all" >"$cdir/results/$name.list"
 		lists+=(--list "$p=$cdir/results/$name.list")
