@@ -60,8 +60,9 @@ func podReady(p *corev1.Pod) bool {
 // they are coming up, another error when one cannot come up.
 var errNotYet = errors.New("not ready yet")
 
-func stackState(ctx context.Context) (string, error) {
-	ns := env.namespace
+func stackState(ctx context.Context) (string, error) { return stackStateIn(ctx, env.namespace) }
+
+func stackStateIn(ctx context.Context, ns string) (string, error) {
 	pods, err := env.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", errNotYet // the API server may be busy; keep polling
@@ -168,8 +169,9 @@ func waitReady(ctx context.Context, installErr <-chan error) error {
 
 // dumpNamespace prints every pod that is not ready or succeeded: its state, its events and
 // its containers' logs (the previous instance too, for a restarted container).
-func dumpNamespace(ctx context.Context, w io.Writer) {
-	ns := env.namespace
+func dumpNamespace(ctx context.Context, w io.Writer) { dumpNamespaceIn(ctx, w, env.namespace) }
+
+func dumpNamespaceIn(ctx context.Context, w io.Writer, ns string) {
 	pods, err := env.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		fmt.Fprintf(w, "list pods: %v\n", err)
@@ -207,9 +209,9 @@ func dumpNamespace(ctx context.Context, w io.Writer) {
 			if cs.State.Running == nil && cs.State.Terminated == nil && cs.LastTerminationState.Terminated == nil {
 				continue // never started: no logs
 			}
-			printLogs(ctx, w, p.Name, cs.Name, false)
+			printLogs(ctx, w, ns, p.Name, cs.Name, false)
 			if cs.RestartCount > 0 {
-				printLogs(ctx, w, p.Name, cs.Name, true)
+				printLogs(ctx, w, ns, p.Name, cs.Name, true)
 			}
 		}
 	}
@@ -227,9 +229,9 @@ func stateString(s corev1.ContainerState) string {
 	return "unknown"
 }
 
-func printLogs(ctx context.Context, w io.Writer, pod, container string, previous bool) {
+func printLogs(ctx context.Context, w io.Writer, ns, pod, container string, previous bool) {
 	tail := int64(80)
-	b, err := env.cs.CoreV1().Pods(env.namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous, TailLines: &tail}).DoRaw(ctx)
+	b, err := env.cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous, TailLines: &tail}).DoRaw(ctx)
 	which := "logs"
 	if previous {
 		which = "logs of the previous instance"
@@ -258,7 +260,12 @@ func dumpOnFailure(t *testing.T) {
 // podsOf lists the release's pods of one component (app.kubernetes.io/name), sorted by name.
 func podsOf(t *testing.T, component string) []corev1.Pod {
 	t.Helper()
-	pods, err := env.cs.CoreV1().Pods(env.namespace).List(context.Background(), metav1.ListOptions{
+	return podsOfIn(t, env.namespace, component)
+}
+
+func podsOfIn(t *testing.T, ns, component string) []corev1.Pod {
+	t.Helper()
+	pods, err := env.cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{
 		LabelSelector: "app.kubernetes.io/instance=" + release + ",app.kubernetes.io/name=" + component,
 	})
 	if err != nil {
@@ -272,7 +279,7 @@ func podsOf(t *testing.T, component string) []corev1.Pod {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if len(out) == 0 {
-		t.Fatalf("no running %s pods in %s", component, env.namespace)
+		t.Fatalf("no running %s pods in %s", component, ns)
 	}
 	return out
 }
@@ -283,7 +290,12 @@ var forwardLine = regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) -> (\d+
 // port for each remote one. The forward ends with the test.
 func portForward(t *testing.T, target string, ports ...int) map[int]string {
 	t.Helper()
-	args := []string{"--kubeconfig", env.kubeconfig, "-n", env.namespace, "port-forward", "--address", "127.0.0.1", target}
+	return portForwardIn(t, env.namespace, target, ports...)
+}
+
+func portForwardIn(t *testing.T, ns, target string, ports ...int) map[int]string {
+	t.Helper()
+	args := []string{"--kubeconfig", env.kubeconfig, "-n", ns, "port-forward", "--address", "127.0.0.1", target}
 	for _, p := range ports {
 		args = append(args, fmt.Sprintf(":%d", p))
 	}

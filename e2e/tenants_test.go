@@ -150,7 +150,12 @@ func dig(m any, keys ...string) any {
 // adminTokenFile writes the admin token the hook generated to a file for atollctl.
 func adminTokenFile(t *testing.T) string {
 	t.Helper()
-	secret, err := env.cs.CoreV1().Secrets(env.namespace).Get(context.Background(), release+"-atoll-generated", metav1.GetOptions{})
+	return adminTokenFileIn(t, env.namespace)
+}
+
+func adminTokenFileIn(t *testing.T, ns string) string {
+	t.Helper()
+	secret, err := env.cs.CoreV1().Secrets(ns).Get(context.Background(), release+"-atoll-generated", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("admin token: %v", err)
 	}

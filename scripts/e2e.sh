@@ -132,7 +132,7 @@ step_done
 # available), so PVCs bind to these hostPath PVs in kind's default class "standard".
 step "hostPath volumes"
 namespace=atoll-e2e
-"$kubectl" delete namespace "$namespace" --ignore-not-found --wait=true --timeout=3m >/dev/null
+"$kubectl" delete namespace "$namespace" "$namespace-argocd" --ignore-not-found --wait=true --timeout=3m >/dev/null
 "$kubectl" delete pv -l atoll-e2e=true --ignore-not-found --wait=true >/dev/null
 docker exec "$node" rm -rf /var/local/atoll-e2e
 for i in 1 2 3 4 5 6; do
