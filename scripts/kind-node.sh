@@ -161,7 +161,7 @@ control_plane_images() {
 	local list
 	list=$("$kbin/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null)
 	local stamp
-	stamp=$( (printf '%s\n' "$list"; sha256sum "$kbin"/* "$coredns" "$pause" "$root"/images/kindnode/*.go; echo "$rootfs") | sha256sum | cut -c1-16)
+	stamp=$( (printf '%s\n' "$list"; sha256sum "$kbin"/* "$coredns" "$pause" "$root"/images/kindnode/main.go; echo "$rootfs") | sha256sum | cut -c1-16)
 	if [ "$(cat "$out/stamp" 2>/dev/null)" != "$stamp" ]; then
 		step "making control-plane images: $(tr '\n' ' ' <<<"$list")"
 		rm -rf "$out"
