@@ -58,3 +58,11 @@ chart-test:
 # Federation with Dendrite v0.15.2 built from the Go module proxy (docs/interop.md).
 interop:
 	bash scripts/interop.sh
+
+# The complete stack on an air-gapped kind cluster (e2e/README.md); heavy, not part of `make test`.
+e2e:
+	bash scripts/e2e.sh
+
+# Complement against a locally built image; writes e2e/complement/summary.md (docs/complement.md).
+complement:
+	bash scripts/complement.sh
