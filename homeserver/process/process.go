@@ -72,7 +72,7 @@ type Process struct {
 func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (*Process, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	pool, err := pgdb.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	pool, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -289,4 +289,25 @@ func trustRoots(path string) (*tls.Config, error) {
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
+}
+
+// openDatabase connects, waiting up to a minute for PostgreSQL: during an upgrade the database
+// may restart beside the shards, and a shard that waits comes up without a crash loop.
+func openDatabase(ctx context.Context, cfg config.Config, log *slog.Logger) (*pgxpool.Pool, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pool, err := pgdb.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+		if err == nil {
+			return pool, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("database not reachable yet, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

@@ -21,7 +21,7 @@ spec:
   template:
     metadata:
       labels:
-        {{- include "atoll.lib.labels.common" (dict "root" .root "context" .context.component) | nindent 8 }}
+        {{- include "atoll.lib.labels.pod" (dict "root" .root "context" .context.component) | nindent 8 }}
     spec:
       {{- include "atoll.lib.pods.common" (dict "root" .root "context" (dict "component" .context.component "values" $v)) | nindent 6 }}
       containers:

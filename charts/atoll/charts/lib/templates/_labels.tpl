@@ -12,3 +12,12 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 app.kubernetes.io/name: {{ .context }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end -}}
+
+{{- /* atoll.lib.labels.pod: labels of a pod template. No chart version and no app version: an
+upgrade that does not change a pod's image or configuration must not restart it (a restarted
+datastore takes the shards' database away). context: component name. */ -}}
+{{- define "atoll.lib.labels.pod" -}}
+{{ include "atoll.lib.labels.selector" . }}
+app.kubernetes.io/part-of: atoll
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
