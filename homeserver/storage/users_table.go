@@ -71,8 +71,11 @@ func SetAvatarURL(ctx context.Context, q pgdb.DBTX, localpart, url string) error
 // DeactivateUser marks a user deactivated, clears their profile and password and removes
 // their devices, keys and pushers.
 func DeactivateUser(ctx context.Context, q pgdb.DBTX, userID, localpart string) error {
+	if _, err := q.Exec(ctx, `UPDATE users SET deactivated = true, password_hash = NULL, displayname = NULL, avatar_url = NULL
+		WHERE localpart = $1`, localpart); err != nil {
+		return fmt.Errorf("deactivate %s: %w", userID, err)
+	}
 	for _, stmt := range []string{
-		`UPDATE users SET deactivated = true, password_hash = NULL, displayname = NULL, avatar_url = NULL WHERE localpart = $2`,
 		`DELETE FROM devices WHERE user_id = $1`,
 		`DELETE FROM device_keys WHERE user_id = $1`,
 		`DELETE FROM one_time_keys WHERE user_id = $1`,
@@ -87,7 +90,7 @@ func DeactivateUser(ctx context.Context, q pgdb.DBTX, userID, localpart string) 
 		`DELETE FROM push_rules WHERE user_id = $1`,
 		`DELETE FROM push_rule_overrides WHERE user_id = $1`,
 	} {
-		if _, err := q.Exec(ctx, stmt, userID, localpart); err != nil {
+		if _, err := q.Exec(ctx, stmt, userID); err != nil {
 			return fmt.Errorf("deactivate %s: %w", userID, err)
 		}
 	}
