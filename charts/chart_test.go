@@ -545,7 +545,8 @@ func TestServiceMonitorsNeedTheOperatorAPI(t *testing.T) {
 	if strings.Contains(rel.Manifest, "kind: ServiceMonitor") {
 		t.Error("ServiceMonitor rendered without monitoring.coreos.com/v1")
 	}
-	rel, err = render(t, map[string]any{})
+	rel, err = render(t, map[string]any{"push": map[string]any{"enabled": true,
+		"apps": map[string]any{"org.example.up": map[string]any{"type": "unifiedpush"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
