@@ -57,6 +57,16 @@ func (r *Run) WriteMarkdown(w io.Writer, m Meta, skips []SkipEntry) error {
 	if top.Total() > 0 {
 		p("Top-level pass rate: %.1f%% of %d (skips included in the denominator).", 100*float64(top.Pass)/float64(top.Total()), top.Total())
 	}
+	infra := 0
+	for _, t := range r.Tests {
+		if t.TopLevel() && strings.Contains(t.Failure, "Cannot connect to the Docker daemon") {
+			infra++
+		}
+	}
+	if infra > 0 {
+		p("")
+		p("**Invalid run: the Docker daemon went away while %d top-level tests ran; they failed without reaching the homeserver.**", infra)
+	}
 	if ns := r.NeverStarted(); len(ns) > 0 {
 		p("")
 		p("%d top-level tests never started (counted as failures): %s.", len(ns), strings.Join(ns, ", "))
