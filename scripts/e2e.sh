@@ -17,7 +17,6 @@
 #   ATOLL_E2E_VALUES       extra values files for the install, comma-separated (e.g. to break it)
 #   ATOLL_E2E_RUN          go test -run pattern
 #   ATOLL_E2E_TIMEOUT      go test -timeout (default 40m)
-#   ATOLL_E2E_UPGRADE=1    also run TestUpgradeUnderLoad (opt-in, see e2e/README.md)
 #   ATOLL_E2E_SOURCE       head (default): test the committed HEAD, exported under the cache;
 #                          worktree: test the checkout as it is, uncommitted changes included
 set -euo pipefail
