@@ -243,7 +243,7 @@ func assertionFailure(out []string) string {
 			continue
 		}
 		noise := false
-		for _, n := range []string{"Deploy times", "WARNING:", "waiting for", "Making ", "Request body", "[CSAPI]", "Sharing ", "Using host mounts"} {
+		for _, n := range []string{"Deploy times", "WARNING:", "waiting for", "Making ", "Request body", "[CSAPI]", "[SSAPI]", "Sharing ", "Using host mounts", "joined room ID", "Creating room"} {
 			if strings.Contains(l, n) {
 				noise = true
 				break
