@@ -37,7 +37,7 @@ func (r *Run) WriteMarkdown(w io.Writer, m Meta, skips []SkipEntry) error {
 		p("- Machine: %s", m.Machine)
 	}
 	if !r.Start.IsZero() {
-		p("- Run: %s, %s wall time", r.Start.UTC().Format(time.RFC3339), r.End.Sub(r.Start).Round(time.Second))
+		p("- Run: %s, %s from the first to the last test event", r.Start.UTC().Format(time.RFC3339), r.End.Sub(r.Start).Round(time.Second))
 	}
 	p("")
 	p("## Totals")

@@ -147,7 +147,11 @@ func (r *Run) Read(in io.Reader) error {
 			}
 			switch e.Action {
 			case "pass", "fail", "skip":
-				p.Result, p.Elapsed = e.Action, e.Elapsed
+				// A package may be run in several passes (reruns after a crash).
+				if p.Result != Fail {
+					p.Result = e.Action
+				}
+				p.Elapsed += e.Elapsed
 			case "output":
 				p.Output = append(p.Output, e.Output)
 			}
