@@ -106,6 +106,13 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	vals["global"] = map[string]any{"imageRegistry": host}
+	// The push gateway is off by default (it needs an app); turn it on so every image is used.
+	if push, ok := vals["push"].(map[string]any); ok {
+		push["enabled"] = true
+		push["apps"] = map[string]any{"org.example.up": map[string]any{"type": "unifiedpush"}}
+	} else {
+		vals["push"] = map[string]any{"enabled": true, "apps": map[string]any{"org.example.up": map[string]any{"type": "unifiedpush"}}}
+	}
 	install := action.NewInstall(&action.Configuration{})
 	install.ClientOnly, install.DryRun, install.ReleaseName, install.Namespace = true, true, "atoll", "matrix"
 	rel, err := install.Run(ch, vals.AsMap())
