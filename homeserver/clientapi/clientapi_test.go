@@ -83,6 +83,12 @@ func TestTwoTenants(t *testing.T) {
 	if e1["event_id"] == nil || e1["event_id"] != e2["event_id"] {
 		t.Fatalf("retried transaction created a second event: %v %v", e1, e2)
 	}
+	// The same transaction ID in another room is another message.
+	other := alice.MustDo(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{})["room_id"].(string)
+	e3 := alice.MustDo(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(other)+"/send/m.room.message/txn2", map[string]any{"msgtype": "m.text", "body": "once"})
+	if e3["event_id"] == e1["event_id"] {
+		t.Fatalf("a transaction ID reused in another room returned the first room's event")
+	}
 
 	// State and messages.
 	alice.MustDo(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.topic", map[string]any{"topic": "beds"})

@@ -158,7 +158,7 @@ func (s *Server) deviceListChanged(ctx context.Context, t *Tenant, userID string
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.routes(mux)
-	return mxhttp.CORS(matrixNotFound(mux))
+	return mxhttp.CORS(mxhttp.MatrixNotFound(mux))
 }
 
 // Session is an authenticated request's user and device.
@@ -284,48 +284,6 @@ func clientIP(r *http.Request) string {
 	}
 	return r.RemoteAddr
 }
-
-// matrixNotFound rewrites the mux's plain-text 404 and 405 into Matrix errors.
-func matrixNotFound(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mux.ServeHTTP(&notFoundWriter{ResponseWriter: w}, r)
-	})
-}
-
-type notFoundWriter struct {
-	http.ResponseWriter
-	swallow bool
-}
-
-func (n *notFoundWriter) WriteHeader(code int) {
-	h := n.ResponseWriter.Header()
-	if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
-		n.swallow = true
-		h.Del("X-Content-Type-Options")
-		msg := "unrecognized request"
-		if code == http.StatusMethodNotAllowed {
-			msg = "method not allowed for this endpoint"
-		}
-		_ = mxhttp.JSON(n.ResponseWriter, code, spec.Unrecognized(msg))
-		return
-	}
-	n.ResponseWriter.WriteHeader(code)
-}
-
-func (n *notFoundWriter) Write(b []byte) (int, error) {
-	if n.swallow {
-		return len(b), nil
-	}
-	return n.ResponseWriter.Write(b)
-}
-
-func (n *notFoundWriter) Flush() {
-	if f, ok := n.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (n *notFoundWriter) Unwrap() http.ResponseWriter { return n.ResponseWriter }
 
 // Authenticate checks an access token of tenant t for other components (the media
 // sidecar), returning the user, device and whether the user is a server admin.

@@ -103,3 +103,14 @@ func TestRemoteProfileAndAlias(t *testing.T) {
 		t.Fatalf("remote alias = %v, want %s", got, room)
 	}
 }
+
+// TestUnknownFederationEndpoint: unknown federation paths answer the spec's JSON error.
+func TestUnknownFederationEndpoint(t *testing.T) {
+	s := shardtest.New(t)
+	b := s.CreateTenant(t, "unk")
+	anon := &shardtest.Client{Tenant: b}
+	st, body := anon.Do(t, "GET", "/_matrix/federation/v1/nonsense", nil)
+	if st != http.StatusNotFound || body["errcode"] != "M_UNRECOGNIZED" {
+		t.Fatalf("unknown federation endpoint: %d %v", st, body)
+	}
+}

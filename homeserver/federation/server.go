@@ -94,7 +94,7 @@ func (s *Server) Client(t *rooms.Host) fclient.FederationClient {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.routes(mux)
-	return mux
+	return mxhttp.MatrixNotFound(mux)
 }
 
 func (s *Server) handle(mux *http.ServeMux, pattern, route string, fn mxhttp.HandlerFunc) {

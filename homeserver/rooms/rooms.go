@@ -159,7 +159,7 @@ func (e *Engine) Send(ctx context.Context, h *Host, req Request) (string, error)
 	err := h.Store.Tx(ctx, func(q pgdb.DBTX) error {
 		persisted = persisted[:0]
 		if req.TxnID != "" {
-			id, err := storage.TxnEventID(ctx, q, req.Sender, req.TxnDevice, req.TxnID)
+			id, err := storage.TxnEventID(ctx, q, req.RoomID, req.Sender, req.TxnDevice, req.TxnID)
 			if err == nil {
 				eventID = id
 				return nil

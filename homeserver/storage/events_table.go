@@ -108,10 +108,11 @@ func EventsByID(ctx context.Context, q pgdb.DBTX, ids []string) ([]EventRow, err
 	return collectEvents(q.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = ANY($1) ORDER BY stream_pos`, ids))
 }
 
-// TxnEventID returns the event a (sender, device, txn) already produced, if any.
-func TxnEventID(ctx context.Context, q pgdb.DBTX, sender, device, txnID string) (string, error) {
+// TxnEventID returns the event a (room, sender, device, txn) already produced, if any.
+func TxnEventID(ctx context.Context, q pgdb.DBTX, roomID, sender, device, txnID string) (string, error) {
 	var id string
-	err := q.QueryRow(ctx, `SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3`, sender, device, txnID).Scan(&id)
+	err := q.QueryRow(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4`,
+		roomID, sender, device, txnID).Scan(&id)
 	return id, noRows(err)
 }
 

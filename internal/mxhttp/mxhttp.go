@@ -295,3 +295,46 @@ func CORS(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// MatrixNotFound rewrites a ServeMux's plain-text 404 and 405 into Matrix errors
+// (M_UNRECOGNIZED), as the spec asks of unknown endpoints and methods.
+func MatrixNotFound(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(&notFoundWriter{ResponseWriter: w}, r)
+	})
+}
+
+type notFoundWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (n *notFoundWriter) WriteHeader(code int) {
+	h := n.ResponseWriter.Header()
+	if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		n.swallow = true
+		h.Del("X-Content-Type-Options")
+		msg := "unrecognized request"
+		if code == http.StatusMethodNotAllowed {
+			msg = "method not allowed for this endpoint"
+		}
+		_ = JSON(n.ResponseWriter, code, spec.Unrecognized(msg))
+		return
+	}
+	n.ResponseWriter.WriteHeader(code)
+}
+
+func (n *notFoundWriter) Write(b []byte) (int, error) {
+	if n.swallow {
+		return len(b), nil
+	}
+	return n.ResponseWriter.Write(b)
+}
+
+func (n *notFoundWriter) Flush() {
+	if f, ok := n.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (n *notFoundWriter) Unwrap() http.ResponseWriter { return n.ResponseWriter }
