@@ -29,6 +29,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"wrong type", `{"count":"two"}`, "M_BAD_JSON"},
 		{"too large", `{"name":"` + strings.Repeat("a", mxhttp.MaxBody) + `"}`, "M_TOO_LARGE"},
 		{"trailing garbage", `{} {}`, "M_NOT_JSON"},
+		{"invalid UTF-8", "{\"name\":\"\xff\"}", "M_NOT_JSON"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,8 +119,9 @@ func DecodeJSON(r *http.Request, v any) error {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		b = []byte("{}")
 	}
-	if !json.Valid(b) {
-		return NotJSON("request body is not valid JSON")
+	if !utf8.Valid(b) || !json.Valid(b) {
+		// JSON is UTF-8; encoding/json would quietly replace invalid bytes.
+		return NotJSON("request body is not valid UTF-8 JSON")
 	}
 	if b[firstNonSpace(b)] != '{' {
 		return BadJSON("request body must be a JSON object")
