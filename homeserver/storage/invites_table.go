@@ -98,6 +98,12 @@ func PendingRemoteInvite(ctx context.Context, q pgdb.DBTX, roomID, userID string
 // leave event sent to the inviting server, nil if none could be made. It returns ErrNotFound
 // when there is no pending invite.
 func RejectRemoteInvite(ctx context.Context, q pgdb.DBTX, roomID, userID string, leave *RemoteLeave) (int64, error) {
+	return endRemoteMembership(ctx, q, rejectRemoteInviteSQL, "reject remote invite", roomID, userID, leave)
+}
+
+// endRemoteMembership ends a pending remote invite or knock with sql at a new stream
+// position, recording the leave event when there is one.
+func endRemoteMembership(ctx context.Context, q pgdb.DBTX, sql, what, roomID, userID string, leave *RemoteLeave) (int64, error) {
 	pos, err := NextStreamPos(ctx, q)
 	if err != nil {
 		return 0, err
@@ -108,9 +114,9 @@ func RejectRemoteInvite(ctx context.Context, q pgdb.DBTX, roomID, userID string,
 		j := string(leave.JSON)
 		id, js, ts = &leave.EventID, &j, &leave.OriginServerTS
 	}
-	tag, err := q.Exec(ctx, rejectRemoteInviteSQL, roomID, userID, id, js, ts, pos)
+	tag, err := q.Exec(ctx, sql, roomID, userID, id, js, ts, pos)
 	if err != nil {
-		return 0, fmt.Errorf("reject remote invite %s for %s: %w", roomID, userID, err)
+		return 0, fmt.Errorf("%s %s for %s: %w", what, roomID, userID, err)
 	}
 	if tag.RowsAffected() == 0 {
 		return 0, ErrNotFound

@@ -69,22 +69,5 @@ func PendingRemoteKnock(ctx context.Context, q pgdb.DBTX, roomID, userID string)
 // leave event sent to the room, nil if none could be made. It returns ErrNotFound when there
 // is no pending knock.
 func WithdrawRemoteKnock(ctx context.Context, q pgdb.DBTX, roomID, userID string, leave *RemoteLeave) (int64, error) {
-	pos, err := NextStreamPos(ctx, q)
-	if err != nil {
-		return 0, err
-	}
-	var id, js *string
-	var ts *int64
-	if leave != nil {
-		j := string(leave.JSON)
-		id, js, ts = &leave.EventID, &j, &leave.OriginServerTS
-	}
-	tag, err := q.Exec(ctx, withdrawRemoteKnockSQL, roomID, userID, id, js, ts, pos)
-	if err != nil {
-		return 0, fmt.Errorf("withdraw remote knock %s for %s: %w", roomID, userID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return 0, ErrNotFound
-	}
-	return pos, nil
+	return endRemoteMembership(ctx, q, withdrawRemoteKnockSQL, "withdraw remote knock", roomID, userID, leave)
 }
